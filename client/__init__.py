@@ -1,0 +1,1 @@
+"""fitscore client: the generated gRPC stubs and the `fitscore` command-line tool."""

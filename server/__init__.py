@@ -1,0 +1,1 @@
+"""fitscore's server: the gRPC service and everything behind it."""

@@ -1,0 +1,1 @@
+"""Tests of the `fitscore` command-line client against a fake AssessmentService."""

@@ -1,0 +1,5 @@
+"""Shared fixtures. The RTSP camera fixtures live in tests/support/rtsp.py."""
+
+from __future__ import annotations
+
+pytest_plugins: list[str] = []
