@@ -89,7 +89,7 @@ class EngineError(Exception):
 
 
 class RuntimeUnavailableError(EngineError):
-    """The requested runtime is not installed or has no device here (e.g. TensorRT without a GPU)."""
+    """The requested runtime is not installed or has no device here (TensorRT without a GPU)."""
 
 
 class Runtime(enum.StrEnum):

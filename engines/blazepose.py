@@ -8,7 +8,8 @@ Landmarks are smoothed with One-Euro filters keyed on the frames' own timestamps
 
 A batch holds at most one frame per camera and costs at most one detector call and one landmark
 call, whatever its size. ``infer`` may run on several threads at once for disjoint cameras (each
-thread has its own input buffers); the runner must then allow concurrent calls, as ONNX Runtime does.
+thread has its own input buffers); the runner must then allow concurrent calls, as ONNX Runtime
+does.
 """
 
 from __future__ import annotations
@@ -43,13 +44,13 @@ from engines.landmarks import (
     refine_with_heatmap,
     roi_arrays,
 )
-from engines.warping import warp_into
 from engines.smoothing import (
     AUXILIARY_LANDMARK_FILTER,
     POSE_LANDMARK_FILTER,
     OneEuroFilter,
     VisibilityFilter,
 )
+from engines.warping import FixedPointWarper
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ class _InputBuffers:
         self.detector_input = np.zeros(detector_shape, dtype=np.float32)
         self.landmark_pixels = np.zeros(landmark_shape, dtype=np.uint8)
         self.landmark_input = np.zeros(landmark_shape, dtype=np.float32)
+        self.detector_warper = FixedPointWarper(DETECTOR_INPUT_SIZE, DETECTOR_INPUT_SIZE)
+        self.landmark_warper = FixedPointWarper(LANDMARK_INPUT_SIZE, LANDMARK_INPUT_SIZE)
 
 
 class BlazePoseEngine:
@@ -260,7 +263,7 @@ class BlazePoseEngine:
         crop_rois = [roi for roi in rois if roi is not None]
         count = len(cropped)
         for slot, (index, roi) in enumerate(zip(cropped, crop_rois, strict=True)):
-            warp_into(
+            buffers.landmark_warper.warp(
                 frames[index].image_rgb,
                 crop_matrix(roi),
                 buffers.landmark_pixels[slot],
@@ -295,7 +298,7 @@ class BlazePoseEngine:
             height, width = frames[index].image_rgb.shape[:2]
             letterbox = Letterbox.for_frame(width, height)
             letterboxes.append(letterbox)
-            warp_into(
+            buffers.detector_warper.warp(
                 frames[index].image_rgb,
                 letterbox.tensor_to_frame_matrix(),
                 buffers.detector_pixels[slot],
@@ -324,7 +327,7 @@ class BlazePoseEngine:
         score: float,
         roi: RegionOfInterest,
     ) -> Pose:
-        """Smooth one frame's projected landmarks (39×5, pixels), set the next ROI, build the Pose."""
+        """Smooth one frame's projected landmarks (39×5 pixels), set the next ROI, make the Pose."""
         center = landmarks[AUXILIARY_CENTER, 0:2]
         scale_point = landmarks[AUXILIARY_SCALE_POINT, 0:2]
         object_scale_px = 2.0 * float(np.hypot(*(scale_point - center)))

@@ -86,8 +86,10 @@ class Letterbox:
 
     def normalized_to_frame(self, points: NDArray[np.floating]) -> NDArray[np.float64]:
         """Points normalised to the letterboxed input (…, 2) → frame pixels (…, 2)."""
-        offset = np.array([self.offset_x_px, self.offset_y_px])
-        return np.asarray(points, dtype=np.float64) * self.side_px + offset
+        offset = np.array([self.offset_x_px, self.offset_y_px], dtype=np.float64)
+        frame_points: NDArray[np.float64] = np.asarray(points, dtype=np.float64) * self.side_px
+        frame_points += offset
+        return frame_points
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def best_detection(
 def intersection_over_union(
     box: NDArray[np.float64], boxes: NDArray[np.float64]
 ) -> NDArray[np.float64]:
-    """IoU of one (xmin, ymin, xmax, ymax) box with each row of ``boxes``; 0 where they don't touch."""
+    """IoU of one (xmin, ymin, xmax, ymax) box with each row of ``boxes``; 0 if they don't touch."""
     left = np.maximum(box[0], boxes[:, 0])
     top = np.maximum(box[1], boxes[:, 1])
     right = np.minimum(box[2], boxes[:, 2])
@@ -167,7 +169,7 @@ def roi_from_alignment_points(
     """The body ROI from a centre and a scale/rotation point, both in frame pixels.
 
     Side = 1.25 × 2 × distance; rotation puts the scale point straight above the centre
-    (``AlignmentPointsRectsCalculator`` at 90° + ``RectTransformationCalculator`` 1.25, square_long).
+    (``AlignmentPointsRectsCalculator`` at 90°, then ``RectTransformationCalculator`` × 1.25).
     """
     delta_x = float(scale_point_px[0] - center_px[0])
     delta_y = float(scale_point_px[1] - center_px[1])

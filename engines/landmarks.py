@@ -20,13 +20,16 @@ MODEL_LANDMARK_COUNT = 39
 """33 body landmarks, 2 auxiliary (next ROI), 4 unused."""
 
 LANDMARK_VALUES = 5
-"""Per landmark in the model's first output: x, y, z (crop pixels), visibility and presence logits."""
+"""Per landmark in the first output: x, y, z (crop pixels), visibility logit, presence logit."""
 
 AUXILIARY_CENTER = 33
 AUXILIARY_SCALE_POINT = 34
 
 HEATMAP_SIZE = 64
-HEATMAP_KERNEL_SIZE = 7
+HEATMAP_KERNEL_SIZE = 9
+"""Side of the heatmap window. The graph text names 7, but MediaPipe 0.10.14's output matches a 9×9
+window (the option's proto default) to 0.01 px on the first frame of every shared clip, and 7×7
+misses it by 1–3 px on a third of the landmarks; measured, see tests/engines/test_parity.py."""
 MIN_HEATMAP_CONFIDENCE = 0.5
 """A landmark is moved to its heatmap's weighted centre when the window's peak reaches this."""
 
@@ -71,7 +74,7 @@ _KERNEL_OFFSETS = np.arange(HEATMAP_KERNEL_SIZE) - (HEATMAP_KERNEL_SIZE - 1) // 
 def refine_with_heatmap(
     landmarks: NDArray[np.float64], heatmap_logits: NDArray[np.float32]
 ) -> NDArray[np.float64]:
-    """Move x, y to the confidence-weighted centre of a 7×7 heatmap window (in place; returned).
+    """Move x, y to the confidence-weighted centre of a 9×9 heatmap window (in place; returned).
 
     ``landmarks`` (N, 39, ≥2) normalised to the crop; ``heatmap_logits`` (N, 64, 64, 39), NHWC.
     Reproduces ``RefineLandmarksFromHeatmapCalculator``: the start cell is truncated toward zero,

@@ -104,7 +104,8 @@ class _Session:
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != [input_size, input_size, 3]:
             shapes = [(item.name, item.shape) for item in inputs]
-            raise EngineError(f"{path}: expected one N×{input_size}×{input_size}×3 input, got {shapes}")
+            expected = f"N×{input_size}×{input_size}×3"
+            raise EngineError(f"{path}: expected one {expected} input, got {shapes}")
         self.input_name: str = inputs[0].name
         names = {output.name for output in self.session.get_outputs()}
         missing = [name for name in required_outputs if name not in names]

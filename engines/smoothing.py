@@ -57,14 +57,14 @@ class OneEuroFilter:
 
     def __init__(self, parameters: OneEuroParameters) -> None:
         self._parameters = parameters
-        self._last_time_s = 0.0
+        self._last_time_s: float | None = None
         self._frequency_hz = DEFAULT_FREQUENCY_HZ
         self._last_raw: NDArray[np.float64] | None = None
         self._filtered: NDArray[np.float64] | None = None
         self._filtered_speed: NDArray[np.float64] | None = None
 
     def reset(self) -> None:
-        self._last_time_s = 0.0
+        self._last_time_s = None
         self._frequency_hz = DEFAULT_FREQUENCY_HZ
         self._last_raw = None
         self._filtered = None
@@ -77,12 +77,9 @@ class OneEuroFilter:
         raw = np.asarray(values, dtype=np.float64)
         if object_scale_px < MIN_OBJECT_SCALE_PX:
             return raw.copy()
-        # MediaPipe's clock starts at 0, and 0 also means "no sample yet": a sample at or before the
-        # last time (so one at t = 0 on a fresh filter) passes through and leaves no trace, and the
-        # frequency is only measured between two samples after 0.
-        if time_s <= self._last_time_s:
-            return raw.copy()
-        if self._last_time_s != 0.0:
+        if self._last_time_s is not None:
+            if time_s <= self._last_time_s:
+                return raw.copy()
             self._frequency_hz = 1.0 / (time_s - self._last_time_s)
         self._last_time_s = time_s
         parameters = self._parameters

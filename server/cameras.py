@@ -1,8 +1,9 @@
 """Cameras: one reader thread per RTSP camera (or local file), decoding with PyAV.
 
-A :class:`Camera` opens its source, demuxes the video stream, keeps the packets since the last
-keyframe for recorders (:class:`PacketSink`), decodes only while a frame sink is set, and hands
-each frame out as an :class:`engines.CameraFrame`. It reports its :class:`CameraState` through
+A :class:`Camera` opens its source, demuxes the video stream, keeps the last two GOPs for
+recorders (:class:`PacketSink`) that attach later, decodes only while a frame sink is set (the
+decoder is primed from the GOP buffer, so a new sink waits for no keyframe), and hands each frame
+out as an :class:`engines.CameraFrame`. It reports its :class:`CameraState` through
 ``on_state`` and reconnects with backoff and jitter when the stream drops or stalls.
 
 Timestamps: every packet is restamped on the camera's own clock before it is decoded or recorded,
@@ -91,6 +92,17 @@ class CameraOptions:
     loop_files: bool = False
     """Restart a local file at its end instead of closing the camera."""
     gop_buffer_max_packets: int = 1_000
+
+    def __post_init__(self) -> None:
+        for name in ("open_timeout_s", "stall_timeout_s", "reconnect_initial_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.read_timeout_s is not None and self.read_timeout_s <= self.stall_timeout_s:
+            raise ValueError("read_timeout_s must exceed stall_timeout_s (or be None)")
+        if self.reconnect_max_s < self.reconnect_initial_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_initial_s")
+        if self.decoder_thread_type not in ("AUTO", "FRAME", "SLICE", "NONE"):
+            raise ValueError(f"unknown decoder_thread_type {self.decoder_thread_type!r}")
 
 
 @dataclass(frozen=True)
@@ -597,7 +609,8 @@ class Camera:
                     sink,
                     extra={"camera_id": self.camera_id},
                 )
-                sinks.remove(sink)
+                if sink in sinks:
+                    sinks.remove(sink)
         return sinks
 
     def _decode(

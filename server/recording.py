@@ -126,8 +126,12 @@ class _Writer:
     def set_source(self, stream: VideoStream) -> None:
         """Packets that follow come from ``stream`` (a new decoder when transcoding)."""
         if self.transcoding:
-            self._decoder = av.CodecContext.create(stream.codec_context.name, "r")
-            self._decoder.extradata = stream.codec_context.extradata
+            source = stream.codec_context
+            decoder: Any = av.CodecContext.create(source.name, "r")
+            decoder.width, decoder.height = source.width, source.height
+            decoder.pix_fmt = source.pix_fmt
+            decoder.extradata = source.extradata
+            self._decoder = decoder
 
     def write(self, packet: av.Packet[Any]) -> None:
         """Mux one packet whose timestamps are relative to the file start (in its time_base)."""
@@ -173,7 +177,12 @@ def _is_disk_error(error: BaseException) -> bool:
 
 
 class Recorder:
-    """Records one camera into one MP4 (see the module docstring). Thread-safe."""
+    """Records one camera into one MP4 (see the module docstring). Thread-safe.
+
+    ``on_failure`` is called once, on the camera thread, when writing fails (e.g. the disk is
+    full); it must not block nor call :meth:`finish` or :meth:`abort` there: hand it over to
+    another thread or the event loop. :meth:`finish` then raises the same error.
+    """
 
     def __init__(
         self,

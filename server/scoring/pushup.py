@@ -33,7 +33,7 @@ from server.scoring.geometry import (
     point,
     usable_sides,
 )
-from server.scoring.referee import Alarm, Attempt, ConditionRun, Scorer
+from server.scoring.referee import Alarm, Attempt, ConditionRun, ExerciseScorer, Hold
 from server.scoring.rules import PushUpRules
 
 MIN_VISIBILITY = 0.5
@@ -46,6 +46,8 @@ RETURNING_DEG = 15.0
 """The elbow opened this much from its most bent: the examinee is pushing back up."""
 BOTTOM_ZONE_ELBOW_DEG = 90.0
 """At or below this elbow angle the examinee is at the bottom (the resting clock runs)."""
+BOTTOM_PLATEAU_RATIO = 0.03
+"""The bottom is the middle of the frames within this many arm lengths of the lowest shoulder."""
 PROGRESS_DEG = 20.0
 """Elbow movement that counts as progress for the pause clock."""
 BODY_LINE_SPAN_MIN_RATIO = 1.2
@@ -157,8 +159,12 @@ def _torso_upright(keypoints: Keypoints, arm_length_px: float) -> bool:
     return abs(inclination_deg(hip, shoulder)) > UPRIGHT_TORSO_MIN_DEG
 
 
-class PushUpScorer(Scorer[PushUpFrame]):
-    """The push-up state machine: WAITING → UP ⇄ DOWN → BOTTOM → RETURNING → UP."""
+class PushUpScorer(ExerciseScorer[PushUpFrame]):
+    """The push-up state machine: WAITING → UP ⇄ DOWN → BOTTOM → RETURNING → UP.
+
+    Every decision reads a signal held over two frames (:class:`Hold`), so one glitched frame can
+    neither start, end nor deepen a repetition.
+    """
 
     exercise = Exercise.PUSH_UP
 
@@ -167,10 +173,14 @@ class PushUpScorer(Scorer[PushUpFrame]):
             level=level, not_visible_warning_s=rules.not_visible_warning_s, leave_s=rules.leave_s
         )
         self.rules = rules
+        self._extension = Hold()
+        self._flexion = Hold()
+        self._depth = Hold()
+        self._height = Hold()
         self._hold_since_s: float | None = None
         self._top: tuple[int, float] = (0, 0.0)
         self._attempt: Attempt | None = None
-        self._peak_after_bottom = 0.0
+        self._peak_after_bottom_deg = 0.0
         self._sag = ConditionRun()
         self._raise = ConditionRun()
         self._progress_anchor_deg = 0.0
@@ -183,6 +193,10 @@ class PushUpScorer(Scorer[PushUpFrame]):
         return measure_push_up(keypoints)
 
     def _judge(self, frame_index: int, time_s: float, measure: PushUpFrame) -> list[ScoringEvent]:
+        self._extension.update(measure.extension_deg)
+        self._flexion.update(measure.flexion_deg)
+        self._depth.update(measure.shoulder_elbow_depth)
+        self._height.update(measure.shoulder_height_ratio)
         if self._phase is Phase.WAITING:
             self._wait_for_start(frame_index, time_s, measure)
             return []
@@ -195,9 +209,11 @@ class PushUpScorer(Scorer[PushUpFrame]):
             events.extend(self._in_attempt(self._attempt, frame_index, time_s, measure))
         return events
 
+    def _locked_out(self) -> bool:
+        return self._extension.at_least >= self.rules.lockout_elbow_min_deg
+
     def _wait_for_start(self, frame_index: int, time_s: float, measure: PushUpFrame) -> None:
-        ready = measure.in_support and measure.extension_deg >= self.rules.lockout_elbow_min_deg
-        if not ready:
+        if not (measure.in_support and self._locked_out()):
             self._hold_since_s = None
             return
         if self._hold_since_s is None:
@@ -209,19 +225,39 @@ class PushUpScorer(Scorer[PushUpFrame]):
 
     def _watch_violations(self, time_s: float, measure: PushUpFrame) -> list[ScoringEvent]:
         """The clocks that end the test; the first violation stops the others."""
-        at_bottom = measure.flexion_deg <= BOTTOM_ZONE_ELBOW_DEG
+        at_bottom = self._flexion.at_most <= BOTTOM_ZONE_ELBOW_DEG
         if abs(measure.extension_deg - self._progress_anchor_deg) >= PROGRESS_DEG:
             self._progress_anchor_deg = measure.extension_deg
             self._pause.restart()
         watches = (
-            (self._out_of_position, not measure.in_support, None, ViolationCode.LEFT_POSITION,
-             "out of the support position"),
-            (self._knee, measure.knee_down, WarningCode.RESTING, ViolationCode.KNEE_DOWN,
-             "knee on the ground"),
-            (self._rest, at_bottom, WarningCode.RESTING, ViolationCode.RESTING,
-             "resting at the bottom"),
-            (self._pause, not at_bottom, WarningCode.PAUSE, ViolationCode.PAUSE_TOO_LONG,
-             "no movement"),
+            (
+                self._out_of_position,
+                not measure.in_support,
+                None,
+                ViolationCode.LEFT_POSITION,
+                "out of the support position",
+            ),
+            (
+                self._knee,
+                measure.knee_down,
+                WarningCode.RESTING,
+                ViolationCode.KNEE_DOWN,
+                "knee on the ground",
+            ),
+            (
+                self._rest,
+                at_bottom,
+                WarningCode.RESTING,
+                ViolationCode.RESTING,
+                "resting at the bottom",
+            ),
+            (
+                self._pause,
+                not at_bottom,
+                WarningCode.PAUSE,
+                ViolationCode.PAUSE_TOO_LONG,
+                "no movement",
+            ),
         )
         events: list[ScoringEvent] = []
         for alarm, active, warning_code, violation_code, detail in watches:
@@ -232,28 +268,29 @@ class PushUpScorer(Scorer[PushUpFrame]):
         return events
 
     def _at_top(self, frame_index: int, time_s: float, measure: PushUpFrame) -> None:
-        if measure.extension_deg >= self.rules.lockout_elbow_min_deg:
+        if self._locked_out():
             self._top = (frame_index, time_s)
-        if measure.extension_deg < ATTEMPT_ELBOW_MAX_DEG:
+        if self._extension.at_most < ATTEMPT_ELBOW_MAX_DEG:
             self._begin_attempt(*self._top)
-            assert self._attempt is not None
-            self._track(self._attempt, frame_index, time_s, measure)
+            self._track(frame_index, time_s, measure)
 
     def _begin_attempt(self, frame_index: int, time_s: float) -> None:
-        self._attempt = Attempt(frame_index, time_s)
-        self._peak_after_bottom = 0.0
+        self._attempt = Attempt(frame_index, time_s, BOTTOM_PLATEAU_RATIO)
+        self._peak_after_bottom_deg = 0.0
         self._sag = ConditionRun()
         self._raise = ConditionRun()
         self._phase = Phase.DOWN
 
-    def _track(self, attempt: Attempt, frame_index: int, time_s: float, measure: PushUpFrame) -> None:
-        if attempt.keep_min("min_elbow_angle_deg", measure.flexion_deg):
-            self._peak_after_bottom = measure.extension_deg
-        if attempt.keep_min("min_shoulder_height_ratio", measure.shoulder_height_ratio):
-            attempt.mark_bottom(frame_index, time_s)
-        attempt.keep_max("shoulder_elbow_depth", measure.shoulder_elbow_depth)
+    def _track(self, frame_index: int, time_s: float, measure: PushUpFrame) -> Attempt:
+        attempt = self._attempt
+        assert attempt is not None
+        if attempt.keep_min("min_elbow_angle_deg", self._flexion.at_most):
+            self._peak_after_bottom_deg = self._extension.at_least
+        attempt.keep_min("min_shoulder_height_ratio", self._height.at_most)
+        attempt.track_depth(frame_index, time_s, -self._height.at_most)
+        attempt.keep_max("shoulder_elbow_depth", self._depth.at_least)
         attempt.keep_min("min_body_line_angle_deg", measure.body_line_deg)
-        self._peak_after_bottom = max(self._peak_after_bottom, measure.extension_deg)
+        self._peak_after_bottom_deg = max(self._peak_after_bottom_deg, self._extension.at_least)
         line_broken = (
             measure.body_line_deg is not None
             and measure.body_line_deg < self.rules.body_line_min_deg
@@ -261,31 +298,37 @@ class PushUpScorer(Scorer[PushUpFrame]):
         self._sag.update(line_broken and measure.hips_toward_ground, self._frame_period_s)
         self._raise.update(line_broken and not measure.hips_toward_ground, self._frame_period_s)
         deepest_deg = attempt.measures["min_elbow_angle_deg"]
-        if measure.flexion_deg >= deepest_deg + RETURNING_DEG:
+        if self._flexion.at_least >= deepest_deg + RETURNING_DEG:
             self._phase = Phase.RETURNING
-        elif measure.flexion_deg <= BOTTOM_ZONE_ELBOW_DEG:
+        elif self._flexion.at_most <= BOTTOM_ZONE_ELBOW_DEG:
             self._phase = Phase.BOTTOM
+        return attempt
 
     def _in_attempt(
         self, attempt: Attempt, frame_index: int, time_s: float, measure: PushUpFrame
     ) -> list[ScoringEvent]:
-        self._track(attempt, frame_index, time_s, measure)
-        if measure.extension_deg >= self.rules.lockout_elbow_min_deg:
-            attempt.set("lockout_elbow_angle_deg", measure.extension_deg)
-            event = self._judged(self._faults(attempt, locked_out=True), attempt, frame_index, time_s)
+        self._track(frame_index, time_s, measure)
+        if self._locked_out():
+            attempt.set("lockout_elbow_angle_deg", self._extension.at_least)
+            event = self._judged(
+                self._faults(attempt, locked_out=True), attempt, frame_index, time_s
+            )
             self._attempt = None
             self._phase = Phase.UP
             self._top = (frame_index, time_s)
             return [event]
         deepest_deg = attempt.measures["min_elbow_angle_deg"]
-        climbed = self._peak_after_bottom >= deepest_deg + REVERSAL_DEG
-        if climbed and measure.extension_deg <= self._peak_after_bottom - REVERSAL_DEG:
-            attempt.set("lockout_elbow_angle_deg", self._peak_after_bottom)
-            faults = self._faults(attempt, locked_out=False)
-            event = self._judged(faults, attempt, frame_index, time_s)
+        peak_deg = self._peak_after_bottom_deg
+        if (
+            peak_deg >= deepest_deg + REVERSAL_DEG
+            and self._extension.at_most <= peak_deg - REVERSAL_DEG
+        ):
+            attempt.set("lockout_elbow_angle_deg", peak_deg)
+            event = self._judged(
+                self._faults(attempt, locked_out=False), attempt, frame_index, time_s
+            )
             self._begin_attempt(frame_index, time_s)
-            assert self._attempt is not None
-            self._track(self._attempt, frame_index, time_s, measure)
+            self._track(frame_index, time_s, measure)
             return [event]
         return []
 
@@ -333,4 +376,3 @@ class PushUpScorer(Scorer[PushUpFrame]):
         detail = "the assessment ended during a repetition"
         frame_index = self.last_frame_index
         return [self._foul(FoulCode.PARTIAL_AT_END, detail, self._attempt, frame_index, time_s)]
-

@@ -12,7 +12,7 @@ import math
 from abc import ABC, abstractmethod
 from collections import Counter
 from enum import Enum
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, Protocol, TypeVar
 
 from server.scoring.events import (
     Exercise,
@@ -73,18 +73,25 @@ class Alarm:
 
 
 class ConditionRun:
-    """The longest unbroken run of frames in which a fault held, in seconds of frames."""
+    """The longest unbroken run of frames in which a fault held, in seconds of frames.
+
+    A run of a single frame lasts zero seconds: one glitched frame is never a fault.
+    """
 
     def __init__(self) -> None:
+        self._frames = 0
         self._current_s = 0.0
         self.longest_s = 0.0
 
     def update(self, active: bool, frame_period_s: float) -> None:
-        if active:
-            self._current_s += frame_period_s
-            self.longest_s = max(self.longest_s, self._current_s)
-        else:
+        if not active:
+            self._frames = 0
             self._current_s = 0.0
+            return
+        self._frames += 1
+        self._current_s += frame_period_s
+        if self._frames >= 2:
+            self.longest_s = max(self.longest_s, self._current_s)
 
     def exceeds(self, tolerance_s: float) -> bool:
         return self.longest_s > tolerance_s + 1e-3
@@ -110,18 +117,45 @@ class Hold:
 
 
 class Attempt:
-    """One repetition attempt in progress: its moments and the extremes measured over it."""
+    """One repetition attempt in progress: its moments and the extremes measured over it.
 
-    def __init__(self, frame_index: int, time_s: float) -> None:
+    The far end (``bottom``) is the middle of the plateau where the depth signal stays within
+    ``plateau_tolerance`` of its extreme: a held bottom or top is judged by its middle, as an
+    examiner would, not by whichever frame jitter made deepest.
+    """
+
+    def __init__(self, frame_index: int, time_s: float, plateau_tolerance: float) -> None:
         self.start_frame = frame_index
         self.start_time_s = time_s
-        self.bottom_frame = frame_index
-        self.bottom_time_s = time_s
         self.measures: dict[str, float] = {}
+        self._plateau_tolerance = plateau_tolerance
+        self._depth_samples: list[tuple[int, float, float]] = []
+        self.decisive: tuple[int, float] | None = None
+        """Set by an exercise whose far end is a pass line rather than a held extreme."""
 
-    def mark_bottom(self, frame_index: int, time_s: float) -> None:
-        self.bottom_frame = frame_index
-        self.bottom_time_s = time_s
+    def track_depth(self, frame_index: int, time_s: float, depth: float) -> None:
+        """Record the signal whose maximum marks the far end (greater = further from the start)."""
+        if math.isfinite(depth):
+            self._depth_samples.append((frame_index, time_s, depth))
+
+    def bottom(self) -> tuple[int, float]:
+        """The frame and time of the far end: the decisive moment if one was set, otherwise the
+        middle of the plateau around the extreme."""
+        if self.decisive is not None:
+            return self.decisive
+        samples = self._depth_samples
+        if not samples:
+            return (self.start_frame, self.start_time_s)
+        deepest = max(range(len(samples)), key=lambda index: samples[index][2])
+        floor = samples[deepest][2] - self._plateau_tolerance
+        first = last = deepest
+        while first > 0 and samples[first - 1][2] >= floor:
+            first -= 1
+        while last < len(samples) - 1 and samples[last + 1][2] >= floor:
+            last += 1
+        middle_s = (samples[first][1] + samples[last][1]) / 2.0
+        nearest = min(samples[first : last + 1], key=lambda sample: abs(sample[1] - middle_s))
+        return (nearest[0], nearest[1])
 
     def keep_min(self, name: str, value: float | None) -> bool:
         """Record ``value`` if it is the smallest so far; True when it was."""
@@ -145,28 +179,60 @@ class Attempt:
             self.measures[name] = value
 
     def evidence(self, rep_index: int, end_frame: int, end_time_s: float) -> RepEvidence:
+        bottom_frame, bottom_time_s = self.bottom()
         return RepEvidence(
             rep_index=rep_index,
             start_frame=self.start_frame,
-            bottom_frame=self.bottom_frame,
+            bottom_frame=bottom_frame,
             end_frame=end_frame,
             start_time_s=self.start_time_s,
-            bottom_time_s=self.bottom_time_s,
+            bottom_time_s=bottom_time_s,
             end_time_s=end_time_s,
             measures={name: round(value, 4) for name, value in self.measures.items()},
         )
 
 
+class Scorer(Protocol):
+    """What the service drives: one scorer per assessment, fed frame by frame."""
+
+    @property
+    def exercise(self) -> Exercise: ...
+
+    @property
+    def level(self) -> int: ...
+
+    @property
+    def rep_count(self) -> int: ...
+
+    @property
+    def fouls(self) -> Counter[FoulCode]: ...
+
+    @property
+    def phase(self) -> Phase: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def violation(self) -> Violation | None: ...
+
+    def update(
+        self, frame_index: int, time_s: float, keypoints: Keypoints | None
+    ) -> list[ScoringEvent]: ...
+
+    def finish(self, time_s: float) -> list[ScoringEvent]: ...
+
+
 FrameMeasure = TypeVar("FrameMeasure")
 
 
-class Scorer(ABC, Generic[FrameMeasure]):
+class ExerciseScorer(ABC, Generic[FrameMeasure]):
     """The part of a scorer every exercise shares; subclasses judge the measured frames."""
 
     exercise: ClassVar[Exercise]
 
     def __init__(self, *, level: int, not_visible_warning_s: float, leave_s: float) -> None:
-        self.level = level
+        self._level = level
         self._rep_count = 0
         self._attempt_count = 0
         self._fouls: Counter[FoulCode] = Counter()
@@ -176,6 +242,10 @@ class Scorer(ABC, Generic[FrameMeasure]):
         self._absence = Alarm(not_visible_warning_s, leave_s)
         self._last_frame: tuple[int, float] | None = None
         self._frame_period_s = 0.0
+
+    @property
+    def level(self) -> int:
+        return self._level
 
     @property
     def rep_count(self) -> int:
@@ -234,6 +304,10 @@ class Scorer(ABC, Generic[FrameMeasure]):
     @property
     def last_frame_index(self) -> int:
         return -1 if self._last_frame is None else self._last_frame[0]
+
+    @property
+    def last_time_s(self) -> float:
+        return 0.0 if self._last_frame is None else self._last_frame[1]
 
     @abstractmethod
     def _measure(self, keypoints: Keypoints) -> FrameMeasure | None:

@@ -9,6 +9,7 @@ offending key: ``RulesError("rules.toml: key 'pushup.level5.depth_elbow_max_deg'
 
 from __future__ import annotations
 
+import itertools
 import math
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -69,52 +70,48 @@ def threshold(
     )
 
 
-ANGLE = {"minimum": 0.0, "maximum": 180.0}
-SECONDS = {"minimum": 0.0, "maximum": 3600.0}
+def angle(stricter: Stricter) -> Any:
+    """An angle threshold in degrees."""
+    return threshold(minimum=0.0, maximum=180.0, stricter=stricter)
+
+
+def seconds(stricter: Stricter, *, infinite: bool = False, warning_for: str | None = None) -> Any:
+    """A duration in seconds; ``inf`` allowed where ``infinite`` (the limit is off)."""
+    return threshold(
+        minimum=0.0, maximum=3600.0, stricter=stricter, infinite=infinite, warning_for=warning_for
+    )
 
 
 @dataclass(frozen=True)
 class PushUpRules:
-    depth_elbow_max_deg: float = threshold(**ANGLE, stricter=Stricter.LOWER)
+    depth_elbow_max_deg: float = angle(Stricter.LOWER)
     depth_shoulder_elbow_min: float = threshold(minimum=-2.0, maximum=2.0, stricter=Stricter.HIGHER)
-    lockout_elbow_min_deg: float = threshold(**ANGLE, stricter=Stricter.HIGHER)
-    body_line_min_deg: float = threshold(**ANGLE, stricter=Stricter.HIGHER)
-    body_line_tolerance_s: float = threshold(**SECONDS, stricter=Stricter.LOWER)
-    start_hold_s: float = threshold(**SECONDS, stricter=Stricter.HIGHER)
-    pause_warning_s: float = threshold(
-        **SECONDS, stricter=Stricter.EITHER, infinite=True, warning_for="pause_s"
-    )
-    pause_s: float = threshold(**SECONDS, stricter=Stricter.LOWER, infinite=True)
-    rest_warning_s: float = threshold(
-        **SECONDS, stricter=Stricter.EITHER, infinite=True, warning_for="rest_s"
-    )
-    rest_s: float = threshold(**SECONDS, stricter=Stricter.LOWER, infinite=True)
-    knee_down_warning_s: float = threshold(
-        **SECONDS, stricter=Stricter.EITHER, infinite=True, warning_for="knee_down_s"
-    )
-    knee_down_s: float = threshold(**SECONDS, stricter=Stricter.LOWER, infinite=True)
-    not_visible_warning_s: float = threshold(
-        **SECONDS, stricter=Stricter.EITHER, infinite=True, warning_for="leave_s"
-    )
-    leave_s: float = threshold(**SECONDS, stricter=Stricter.LOWER, infinite=True)
+    lockout_elbow_min_deg: float = angle(Stricter.HIGHER)
+    body_line_min_deg: float = angle(Stricter.HIGHER)
+    body_line_tolerance_s: float = seconds(Stricter.LOWER)
+    start_hold_s: float = seconds(Stricter.HIGHER)
+    pause_warning_s: float = seconds(Stricter.EITHER, infinite=True, warning_for="pause_s")
+    pause_s: float = seconds(Stricter.LOWER, infinite=True)
+    rest_warning_s: float = seconds(Stricter.EITHER, infinite=True, warning_for="rest_s")
+    rest_s: float = seconds(Stricter.LOWER, infinite=True)
+    knee_down_warning_s: float = seconds(Stricter.EITHER, infinite=True, warning_for="knee_down_s")
+    knee_down_s: float = seconds(Stricter.LOWER, infinite=True)
+    not_visible_warning_s: float = seconds(Stricter.EITHER, infinite=True, warning_for="leave_s")
+    leave_s: float = seconds(Stricter.LOWER, infinite=True)
 
 
 @dataclass(frozen=True)
 class SitUpRules:
-    up_hip_max_deg: float = threshold(**ANGLE, stricter=Stricter.LOWER)
+    up_hip_max_deg: float = angle(Stricter.LOWER)
     down_torso_max_deg: float = threshold(minimum=0.0, maximum=60.0, stricter=Stricter.LOWER)
     hands_max_ratio: float = threshold(minimum=0.0, maximum=5.0, stricter=Stricter.LOWER)
     hip_lift_max_ratio: float = threshold(minimum=0.0, maximum=5.0, stricter=Stricter.LOWER)
-    form_tolerance_s: float = threshold(**SECONDS, stricter=Stricter.LOWER)
-    start_hold_s: float = threshold(**SECONDS, stricter=Stricter.HIGHER)
-    rest_warning_s: float = threshold(
-        **SECONDS, stricter=Stricter.EITHER, infinite=True, warning_for="rest_s"
-    )
-    rest_s: float = threshold(**SECONDS, stricter=Stricter.LOWER, infinite=True)
-    not_visible_warning_s: float = threshold(
-        **SECONDS, stricter=Stricter.EITHER, infinite=True, warning_for="leave_s"
-    )
-    leave_s: float = threshold(**SECONDS, stricter=Stricter.LOWER, infinite=True)
+    form_tolerance_s: float = seconds(Stricter.LOWER)
+    start_hold_s: float = seconds(Stricter.HIGHER)
+    rest_warning_s: float = seconds(Stricter.EITHER, infinite=True, warning_for="rest_s")
+    rest_s: float = seconds(Stricter.LOWER, infinite=True)
+    not_visible_warning_s: float = seconds(Stricter.EITHER, infinite=True, warning_for="leave_s")
+    leave_s: float = seconds(Stricter.LOWER, infinite=True)
     hand_position: HandPosition = HandPosition.EITHER
     """Set once per exercise (``situp.hand_position``), not per level."""
 
@@ -122,18 +119,14 @@ class SitUpRules:
 @dataclass(frozen=True)
 class PullUpRules:
     chin_clearance_min: float = threshold(minimum=-2.0, maximum=2.0, stricter=Stricter.HIGHER)
-    lockout_elbow_min_deg: float = threshold(**ANGLE, stricter=Stricter.HIGHER)
+    lockout_elbow_min_deg: float = angle(Stricter.HIGHER)
     swing_max_ratio: float = threshold(minimum=0.0, maximum=5.0, stricter=Stricter.LOWER)
-    start_hold_s: float = threshold(**SECONDS, stricter=Stricter.HIGHER)
-    pause_warning_s: float = threshold(
-        **SECONDS, stricter=Stricter.EITHER, infinite=True, warning_for="pause_s"
-    )
-    pause_s: float = threshold(**SECONDS, stricter=Stricter.LOWER, infinite=True)
-    off_bar_s: float = threshold(**SECONDS, stricter=Stricter.LOWER)
-    not_visible_warning_s: float = threshold(
-        **SECONDS, stricter=Stricter.EITHER, infinite=True, warning_for="leave_s"
-    )
-    leave_s: float = threshold(**SECONDS, stricter=Stricter.LOWER, infinite=True)
+    start_hold_s: float = seconds(Stricter.HIGHER)
+    pause_warning_s: float = seconds(Stricter.EITHER, infinite=True, warning_for="pause_s")
+    pause_s: float = seconds(Stricter.LOWER, infinite=True)
+    off_bar_s: float = seconds(Stricter.LOWER)
+    not_visible_warning_s: float = seconds(Stricter.EITHER, infinite=True, warning_for="leave_s")
+    leave_s: float = seconds(Stricter.LOWER, infinite=True)
 
 
 LevelRules = PushUpRules | SitUpRules | PullUpRules
@@ -218,8 +211,8 @@ def _parse_exercise(
         level_table = table.get(f"level{level}")
         if not isinstance(level_table, dict):
             raise RulesError(f"{source}: key '{prefix}' must be a table")
-        values = _parse_level(level_table, rules_type, prefix, source)
-        parsed.append(rules_type(**values, **extra))
+        values: dict[str, Any] = {**_parse_level(level_table, rules_type, prefix, source), **extra}
+        parsed.append(rules_type(**values))
     _check_levels_tighten(parsed, name, source)
     return tuple(parsed)
 
@@ -266,7 +259,7 @@ def _check_levels_tighten(levels: list[RulesType], name: str, source: str) -> No
         stricter = spec.metadata["stricter"]
         if stricter is Stricter.EITHER:
             continue
-        for lower_level, (easier, harder) in enumerate(zip(levels, levels[1:], strict=False), 1):
+        for lower_level, (easier, harder) in enumerate(itertools.pairwise(levels), 1):
             easier_value = getattr(easier, spec.name)
             harder_value = getattr(harder, spec.name)
             looser = (

@@ -13,7 +13,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from server.scoring.events import Exercise, FoulCode, Phase, ScoringEvent, ViolationCode, WarningCode
+from server.scoring.events import (
+    Exercise,
+    FoulCode,
+    Phase,
+    ScoringEvent,
+    ViolationCode,
+    WarningCode,
+)
 from server.scoring.geometry import (
     SIDE_JOINTS,
     Keypoints,
@@ -27,7 +34,7 @@ from server.scoring.geometry import (
     usable_sides,
     visibility,
 )
-from server.scoring.referee import Alarm, Attempt, ConditionRun, Scorer
+from server.scoring.referee import Alarm, Attempt, ConditionRun, ExerciseScorer, Hold
 from server.scoring.rules import HandPosition, SitUpRules
 
 MIN_VISIBILITY = 0.5
@@ -36,6 +43,11 @@ ATTEMPT_MARGIN_DEG = 15.0
 """The torso rose this far above the lying threshold: a repetition is under way."""
 TOP_EXIT_MARGIN_DEG = 15.0
 """The hip angle opened this far past the up threshold: the examinee left the top."""
+TOP_PLATEAU_DEG = 5.0
+"""The most upright moment is the middle of the frames within this of the smallest hip angle."""
+HAND_MIN_VISIBILITY = 0.9
+"""Hands are judged only where plainly seen: a hand off the head is in view, while a hand behind
+the head is hidden and MediaPipe's guess for it wanders by a torso length (measured)."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,7 @@ def _hand_distance_ratio(
     head = mean_point([point(keypoints, landmark) for landmark in head_landmarks])
     shoulders = [point(keypoints, SIDE_JOINTS[side].shoulder) for side in SIDE_JOINTS]
     distances: list[float] = []
-    for side in usable_sides(keypoints, ("wrist",), MIN_VISIBILITY):
+    for side in usable_sides(keypoints, ("wrist",), HAND_MIN_VISIBILITY):
         wrist = point(keypoints, SIDE_JOINTS[side].wrist)
         targets: list[Point] = []
         if hand_position is not HandPosition.CROSSED_ON_CHEST and head_landmarks:
@@ -105,7 +117,7 @@ def _hand_distance_ratio(
     return max(distances) / torso_length_px
 
 
-class SitUpScorer(Scorer[SitUpFrame]):
+class SitUpScorer(ExerciseScorer[SitUpFrame]):
     """The sit-up state machine: WAITING → UP (lying) → DOWN (rising) → BOTTOM (up) → RETURNING."""
 
     exercise = Exercise.SIT_UP
@@ -115,6 +127,8 @@ class SitUpScorer(Scorer[SitUpFrame]):
             level=level, not_visible_warning_s=rules.not_visible_warning_s, leave_s=rules.leave_s
         )
         self.rules = rules
+        self._inclination = Hold()
+        self._hip = Hold()
         self._hold_since_s: float | None = None
         self._lying: tuple[int, float, SitUpFrame] | None = None
         self._from_lying = True
@@ -130,7 +144,9 @@ class SitUpScorer(Scorer[SitUpFrame]):
 
     def _judge(self, frame_index: int, time_s: float, measure: SitUpFrame) -> list[ScoringEvent]:
         rules = self.rules
-        lying = measure.torso_inclination_deg <= rules.down_torso_max_deg
+        self._inclination.update(measure.torso_inclination_deg)
+        self._hip.update(measure.hip_angle_deg)
+        lying = self._inclination.at_most <= rules.down_torso_max_deg
         if self._phase is Phase.WAITING:
             self._wait_for_start(frame_index, time_s, measure, lying)
             return []
@@ -173,7 +189,7 @@ class SitUpScorer(Scorer[SitUpFrame]):
     ) -> None:
         if lying:
             self._lying = (frame_index, time_s, measure)
-        elif measure.torso_inclination_deg > self.rules.down_torso_max_deg + ATTEMPT_MARGIN_DEG:
+        elif self._inclination.at_least > self.rules.down_torso_max_deg + ATTEMPT_MARGIN_DEG:
             assert self._lying is not None
             start_frame, start_time_s, _ = self._lying
             self._begin_attempt(start_frame, start_time_s)
@@ -186,25 +202,27 @@ class SitUpScorer(Scorer[SitUpFrame]):
         if lying:
             self._lie_down(frame_index, time_s, measure)
             return
-        if measure.hip_angle_deg >= self._most_open_deg:
-            self._most_open_deg = measure.hip_angle_deg
+        if self._hip.at_least >= self._most_open_deg:
+            self._most_open_deg = self._hip.at_least
             self._most_open = (frame_index, time_s)
-        if measure.hip_angle_deg <= self.rules.up_hip_max_deg:
+        if self._hip.at_most <= self.rules.up_hip_max_deg:
             self._from_lying = False
             self._begin_attempt(*self._most_open)
             assert self._attempt is not None
             self._track(self._attempt, frame_index, time_s, measure)
 
     def _begin_attempt(self, frame_index: int, time_s: float) -> None:
-        self._attempt = Attempt(frame_index, time_s)
+        self._attempt = Attempt(frame_index, time_s, TOP_PLATEAU_DEG)
         self._hands = ConditionRun()
         self._hips = ConditionRun()
         self._phase = Phase.DOWN
 
-    def _track(self, attempt: Attempt, frame_index: int, time_s: float, measure: SitUpFrame) -> None:
+    def _track(
+        self, attempt: Attempt, frame_index: int, time_s: float, measure: SitUpFrame
+    ) -> None:
         rules = self.rules
-        if attempt.keep_min("min_hip_angle_deg", measure.hip_angle_deg):
-            attempt.mark_bottom(frame_index, time_s)
+        attempt.keep_min("min_hip_angle_deg", self._hip.at_most)
+        attempt.track_depth(frame_index, time_s, -self._hip.at_most)
         attempt.keep_max("max_torso_inclination_deg", measure.torso_inclination_deg)
         if self._lying is not None and self._from_lying:
             _, _, lying = self._lying
@@ -214,8 +232,10 @@ class SitUpScorer(Scorer[SitUpFrame]):
             self._hips.update(rise > rules.hip_lift_max_ratio, self._frame_period_s)
         hands = measure.hand_distance_ratio
         attempt.keep_max("max_hand_distance_ratio", hands)
-        self._hands.update(hands is not None and hands > rules.hands_max_ratio, self._frame_period_s)
-        if measure.hip_angle_deg <= rules.up_hip_max_deg:
+        self._hands.update(
+            hands is not None and hands > rules.hands_max_ratio, self._frame_period_s
+        )
+        if self._hip.at_most <= rules.up_hip_max_deg:
             self._phase = Phase.BOTTOM
 
     def _while_rising(
@@ -230,11 +250,11 @@ class SitUpScorer(Scorer[SitUpFrame]):
             self._lie_down(frame_index, time_s, measure)
             return [foul]
         if self._phase is Phase.BOTTOM:
-            if measure.hip_angle_deg > rules.up_hip_max_deg + TOP_EXIT_MARGIN_DEG:
+            if self._hip.at_least > rules.up_hip_max_deg + TOP_EXIT_MARGIN_DEG:
                 event = self._judged(self._faults(attempt), attempt, frame_index, time_s)
                 self._attempt = None
                 self._phase = Phase.RETURNING
-                self._most_open_deg = measure.hip_angle_deg
+                self._most_open_deg = self._hip.at_least
                 self._most_open = (frame_index, time_s)
                 return [event]
             self._track(attempt, frame_index, time_s, measure)

@@ -44,9 +44,7 @@ def _wait_until(condition: object, timeout_s: float) -> bool:
 
 
 def test_configured_cameras_are_opened_at_start_and_kept_warm(registry: CameraRegistry) -> None:
-    assert _wait_until(
-        lambda: registry.statuses()["front"][0].state is CameraState.STREAMING, 5.0
-    )
+    assert _wait_until(lambda: registry.statuses()["front"][0].state is CameraState.STREAMING, 5.0)
     observer = Observer()
     with registry.acquire("front", None, observer.on_frame, on_state=observer.on_state):
         observer.wait_frames(5, timeout_s=5.0)

@@ -7,8 +7,8 @@ project's virtual environment does not. Usage::
 
 The first line written to stdout is the bound TCP port. The server runs until SIGTERM or SIGINT.
 SIGUSR1 disconnects every client while the server keeps running (a "network drop"). The process
-also asks the kernel to send it SIGTERM when its parent dies, so a crashed test run leaves no
-server behind.
+also asks the kernel to send it SIGTERM when the thread that started it dies (PR_SET_PDEATHSIG),
+so a crashed test run leaves no server behind: start it from a thread that outlives it.
 
 Each mount streams the file's H.264 track at real time, without re-encoding
 (``qtdemux ! rtph264pay``). With ``--loop`` it restarts seamlessly at the end (segment seeks keep
