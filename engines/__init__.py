@@ -11,10 +11,13 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from engines.blazepose import ModelRunner
 
 LANDMARK_COUNT = 33
 """BlazePose body landmarks per person."""
@@ -99,21 +102,14 @@ class Runtime(enum.StrEnum):
     """TensorRT FP16 on an NVIDIA GPU."""
 
 
-def load_engine(
+def load_runner(
     runtime: str,
     model_dir: Path,
     *,
     max_batch: int = 8,
     threads: int | None = None,
-) -> PoseEngine:
-    """Build the BlazePose engine on ``runtime`` from the provisioned models in ``model_dir``.
-
-    ``max_batch`` caps the frames (= cameras) per ``infer`` call; ``threads`` is ONNX Runtime's
-    intra-op thread count per model (default 1; see :mod:`engines.onnx_runtime`), ignored by
-    TensorRT. Raises :class:`EngineError` (models unusable), :class:`RuntimeUnavailableError`
-    (runtime absent) or ``ValueError`` (unknown runtime, bad numbers).
-    """
-    from engines.blazepose import BlazePoseEngine, ModelRunner
+) -> ModelRunner:
+    """The bare model runner behind :func:`load_engine` (benchmarks time it on its own)."""
     from engines.models import ModelError, locate_models
 
     try:
@@ -125,15 +121,33 @@ def load_engine(
         files = locate_models(model_dir)
     except ModelError as error:
         raise EngineError(str(error)) from error
-    runner: ModelRunner
     if chosen is Runtime.TENSORRT:
         from engines.tensorrt_runtime import TensorRtRunner
 
-        runner = TensorRtRunner(files.detector_onnx, files.landmark_onnx, max_batch=max_batch)
-    else:
-        from engines.onnx_runtime import OnnxRuntimeRunner
+        return TensorRtRunner(files.detector_onnx, files.landmark_onnx, max_batch=max_batch)
+    from engines.onnx_runtime import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(
-            files.detector_onnx, files.landmark_onnx, max_batch=max_batch, threads=threads
-        )
-    return BlazePoseEngine(runner)
+    return OnnxRuntimeRunner(
+        files.detector_onnx, files.landmark_onnx, max_batch=max_batch, threads=threads
+    )
+
+
+def load_engine(
+    runtime: str,
+    model_dir: Path,
+    *,
+    max_batch: int = 8,
+    threads: int | None = None,
+) -> PoseEngine:
+    """Build the BlazePose engine on ``runtime`` from the provisioned models in ``model_dir``.
+
+    ``runtime`` is ``"onnxruntime"`` (the default choice: CPU, or its CUDA provider when installed)
+    or ``"tensorrt"`` (FP16 on an NVIDIA GPU). ``max_batch`` caps the frames (= cameras) per
+    ``infer`` call; ``threads`` is ONNX Runtime's intra-op thread count per model (default 1, see
+    :mod:`engines.onnx_runtime`), ignored by TensorRT. Raises :class:`EngineError` (models
+    unusable), :class:`RuntimeUnavailableError` (runtime absent) or ``ValueError`` (unknown
+    runtime, bad numbers).
+    """
+    from engines.blazepose import BlazePoseEngine
+
+    return BlazePoseEngine(load_runner(runtime, model_dir, max_batch=max_batch, threads=threads))

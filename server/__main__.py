@@ -77,7 +77,14 @@ async def serve(settings: Settings) -> int:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stopping.set)
     print(f"fitscore-server: serving on port {running.port}", flush=True)
-    await stopping.wait()
+    waiting = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait([waiting, running.warm_up], return_when=asyncio.FIRST_COMPLETED)
+    if running.warm_up.done() and running.warm_up.exception() is not None:
+        logger.error("cannot start judging: %s", running.warm_up.exception())
+        waiting.cancel()
+        await running.stop(0)
+        return 1
+    await waiting
     logger.info("shutting down (grace %.1f s)", settings.grace_s)
     await running.stop(settings.grace_s)
     logger.info("stopped")

@@ -61,8 +61,14 @@ class AssessmentPlan:
         )
 
 
-def admit(request: pb.StartAssessmentRequest, settings: Settings) -> AssessmentPlan:
-    """Check ``request`` against the settings; raise InvalidArgument / AlreadyExists."""
+def admit(
+    request: pb.StartAssessmentRequest, settings: Settings, *, repeated: bool = False
+) -> AssessmentPlan:
+    """Check ``request`` against the settings; raise InvalidArgument / AlreadyExists.
+
+    ``repeated``: the assessment_id is already known, so its output file may exist (the caller
+    compares the plans instead).
+    """
     camera_id = request.camera_id
     if not camera_id:
         raise InvalidArgument("camera_id", "required")
@@ -86,7 +92,7 @@ def admit(request: pb.StartAssessmentRequest, settings: Settings) -> AssessmentP
     frame_count, duration_s = _length(request)
     labels = _labels(request.labels)
     relative = request.output_path or f"{camera_id}/{assessment_id}.mp4"
-    video_path = confine_output_path(relative, settings.video_root)
+    video_path = confine_output_path(relative, settings.video_root, may_exist=repeated)
     return AssessmentPlan(
         assessment_id=assessment_id,
         camera_id=camera_id,
@@ -160,7 +166,7 @@ def _labels(labels: Mapping[str, str]) -> dict[str, str]:
     return dict(labels)
 
 
-def confine_output_path(requested: str, video_root: Path) -> Path:
+def confine_output_path(requested: str, video_root: Path, *, may_exist: bool = False) -> Path:
     """The absolute path for ``requested`` inside ``video_root``; refusals name output_path."""
     field_name = "output_path"
     if len(requested) > MAX_OUTPUT_PATH_CHARS:
@@ -184,6 +190,8 @@ def confine_output_path(requested: str, video_root: Path) -> Path:
     if not parent.is_relative_to(root):
         raise InvalidArgument(field_name, "leaves the video root through a symlink")
     final = parent / candidate.name
+    if may_exist:
+        return final
     for existing in (final, final.with_name(final.name + ".part")):
         if os.path.lexists(existing):
             raise AlreadyExists(f"output_path: {existing} already exists")

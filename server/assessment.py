@@ -15,20 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from numpy.typing import NDArray
-
 from client import assessment_pb2 as pb
 from engines import CameraFrame, Pose
 from server.admission import AssessmentPlan
 from server.batching import BatchTiming, CameraSink, FrameBatcher
-from server.cameras import CameraLease, CameraState, CameraStatus
+from server.camera_registry import CameraLease
+from server.cameras import CameraState, CameraStatus
 from server.events import EventLog
 from server.evidence import PoseRecord, save_pose_record
 from server.metrics import Metrics
-from server.recording import Recorder
-from server.scoring import Scorer
-from server.translation import event_from_scoring, phase_of
+from server.recording import Recorder, RecordingError
+from server.scoring import Scorer, ScoringEvent
+from server.translation import phase_of, translate
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +73,8 @@ class AssessmentSession:
         self._first_time_s = 0.0
         self._last_frame_monotonic = time.monotonic()
         self._received = 0  # written by the camera thread only
+        self._resolved = 0  # frames judged, skipped or failed (event loop)
+        self._drained = asyncio.Event()
         self._last_time_s = 0.0
         self._last_progress_s = 0.0
         self._last_skip_s: float | None = None
@@ -91,6 +91,10 @@ class AssessmentSession:
     @property
     def finished(self) -> bool:
         return self._finished.is_set()
+
+    @property
+    def frames_received(self) -> int:
+        return self._received
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -147,10 +151,15 @@ class AssessmentSession:
         if not self.log.closed:
             self.log.append(event)
 
-    def _media_offset_s(self, elapsed_s: float) -> float:
+    @property
+    def _preroll_s(self) -> float:
+        """How much earlier than the first judged frame the evidence video begins."""
         recorder = self._recorder
-        preroll_s = recorder.preroll_s if recorder is not None else 0.0
-        return max(0.0, elapsed_s + preroll_s)
+        start_s = None if recorder is None else recorder.start_time_s
+        return 0.0 if start_s is None else max(0.0, self._first_time_s - start_s)
+
+    def _media_offset_s(self, elapsed_s: float) -> float:
+        return max(0.0, elapsed_s + self._preroll_s)
 
     def _event(self, frame_index: int, elapsed_s: float | None) -> pb.AssessmentEvent:
         event = pb.AssessmentEvent(frame_index=frame_index)
@@ -170,7 +179,14 @@ class AssessmentSession:
         )
         self._emit(event)
 
+    def _resolve(self) -> None:
+        """One more submitted frame came back (judged, skipped or failed)."""
+        self._resolved += 1
+        if not self._feeding and self._resolved >= self._received:
+            self._drained.set()
+
     def _on_pose(self, frame: CameraFrame, pose: Pose | None, timing: BatchTiming) -> None:
+        self._resolve()
         if not self._accepting_results or self._first_index is None:
             return
         metrics = self._parts.metrics
@@ -187,22 +203,24 @@ class AssessmentSession:
         for scoring_event in self._scorer.update(
             frame_index=relative_index, time_s=elapsed_s, keypoints=keypoints
         ):
-            self._apply(scoring_event, elapsed_s)
+            self._apply(scoring_event, relative_index)
             if self._ending is not None:
                 return
         if elapsed_s - self._last_progress_s >= PROGRESS_INTERVAL_S:
             self._last_progress_s = elapsed_s
             self._emit_progress(relative_index, elapsed_s)
 
-    def _apply(self, scoring_event: object, elapsed_s: float) -> None:
-        translated = event_from_scoring(scoring_event, self._media_offset_s(0.0))
-        if translated.event is not None:
-            if translated.event.WhichOneof("payload") == "rep_counted":
-                self.record.rep_count = translated.event.rep_counted.rep_count
-            elif translated.event.WhichOneof("payload") == "foul":
-                name = pb.FoulCode.Name(translated.event.foul.code)
+    def _apply(self, scoring_event: ScoringEvent, frame_index: int) -> None:
+        translated = translate(scoring_event, frame_index=frame_index, preroll_s=self._preroll_s)
+        event = translated.event
+        if event is not None:
+            payload = event.WhichOneof("payload")
+            if payload == "rep_counted":
+                self.record.rep_count = event.rep_counted.rep_count
+            elif payload == "foul":
+                name = pb.FoulCode.Name(event.foul.code)
                 self.record.fouls[name] = self.record.fouls.get(name, 0) + 1
-            self._emit(translated.event)
+            self._emit(event)
         if translated.violation:
             self.record.violation = translated.violation
             self._end(pb.END_REASON_VIOLATION, translated.detail)
@@ -218,9 +236,13 @@ class AssessmentSession:
         progress.rep_count = record.rep_count
         progress.phase = phase_of(self._scorer)
         progress.elapsed.FromNanoseconds(int(elapsed_s * 1e9))
+        progress.frame_count = record.frame_count
+        if record.HasField("duration"):
+            progress.duration.CopyFrom(record.duration)
         self._emit(event)
 
     def _on_skipped(self, frame: CameraFrame) -> None:
+        self._resolve()
         if not self._accepting_results or self._first_index is None:
             return
         self.record.frames_skipped += 1
@@ -238,7 +260,12 @@ class AssessmentSession:
         self._last_skip_s = elapsed_s
 
     def _on_engine_error(self, error: Exception) -> None:
+        self._resolve()
         self._end(pb.END_REASON_FAILED, f"pose engine error: {error}")
+
+    def on_recording_failure(self, failure: RecordingError) -> None:
+        """The recorder's failure callback (camera thread): the assessment fails, others go on."""
+        self._loop.call_soon_threadsafe(self._end, pb.END_REASON_FAILED, str(failure))
 
     def _on_camera_state(self, status: CameraStatus) -> None:
         if self.finished or self._ending is not None:
@@ -285,24 +312,25 @@ class AssessmentSession:
         self._feeding = False
         self.record.state = pb.ASSESSMENT_STATE_FINISHING
         batcher = self._parts.batcher
-        if reason == pb.END_REASON_COMPLETED:
+        if reason == pb.END_REASON_COMPLETED and self._resolved < self._received:
             # Judge every frame up to the last one counted.
-            deadline = time.monotonic() + DRAIN_TIMEOUT_S
-            while batcher.pending(self.plan.camera_id) and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0)  # results already scheduled on the loop run first
+            try:
+                await asyncio.wait_for(self._drained.wait(), DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                logger.error("assessment %s: frames still unjudged", self.assessment_id)
         self._accepting_results = False
         batcher.unregister(self.plan.camera_id)
         if self._watchdog is not None and self._watchdog is not asyncio.current_task():
             self._watchdog.cancel()
-        if reason in (pb.END_REASON_COMPLETED,):
+        if reason == pb.END_REASON_COMPLETED:
+            last_index = max(self.record.frames_judged - 1, 0)
             for scoring_event in self._scorer.finish(time_s=self._last_time_s):
-                self._apply(scoring_event, self._last_time_s)
-        await self._close_evidence(reason)
+                self._apply(scoring_event, last_index)
+        problem = await self._close_evidence(detail)
         record = self.record
         record.state = pb.ASSESSMENT_STATE_FINISHED
         record.end_reason = reason
-        record.end_detail = detail
+        record.end_detail = detail if not problem else f"{detail}; {problem}"
         record.frames_received = self._received
         record.end_time.GetCurrentTime()
         finished = self._event(-1, None)
@@ -312,26 +340,21 @@ class AssessmentSession:
         self._finished.set()
         self._on_finished(self)
 
-    async def _close_evidence(self, reason: pb.EndReason.ValueType) -> None:
-        if self._lease is not None and self._recorder is not None:
-            self._lease.camera.detach(self._recorder)
+    async def _close_evidence(self, detail: str) -> str:
+        """Finalise the video and keypoints; returns what went wrong ("" when nothing did)."""
+        problems: list[str] = []
         if self._recorder is not None:
             try:
                 await asyncio.to_thread(self._recorder.finish)
-            except Exception as error:  # the result stands; the video's loss is reported
-                logger.exception("assessment %s: recording failed", self.assessment_id)
-                self.record.end_detail = f"recording failed: {error}"
+            except RecordingError as error:  # the judged result stands; the video's loss is told
+                logger.error("assessment %s: %s", self.assessment_id, error)
+                if str(error) not in detail:
+                    problems.append(f"video: {error}")
         if self._lease is not None:
             self._lease.release()
-        pose_path = Path(self.record.pose_path)
         try:
-            await asyncio.to_thread(save_pose_record, self._poses, pose_path)
+            await asyncio.to_thread(save_pose_record, self._poses, Path(self.record.pose_path))
         except OSError as error:
             logger.error("assessment %s: keypoints not saved: %s", self.assessment_id, error)
-
-
-def keypoints_or_nan(keypoints: NDArray[np.float32] | None) -> NDArray[np.float32]:
-    """A 33×5 row for the pose record: NaN where no person was found."""
-    if keypoints is None:
-        return np.full((33, 5), np.nan, dtype=np.float32)
-    return keypoints
+            problems.append(f"keypoints: {error}")
+        return "; ".join(problems)

@@ -42,9 +42,9 @@ class BatchTiming:
 class CameraSink:
     """Where the results of one camera go. Called on the batch thread: must not block."""
 
-    on_result: Callable[[CameraFrame, Pose | None, BatchTiming], None]
-    on_skipped: Callable[[CameraFrame], None]
-    on_error: Callable[[CameraFrame, Exception], None]
+    on_result: Callable[[CameraFrame, Pose | None, BatchTiming], object]
+    on_skipped: Callable[[CameraFrame], object]
+    on_error: Callable[[CameraFrame, Exception], object]
 
 
 @dataclass

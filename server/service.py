@@ -47,7 +47,8 @@ class AssessmentService(pb_grpc.AssessmentServiceServicer):
         context: grpc.aio.ServicerContext[pb.StartAssessmentRequest, pb.StartAssessmentResponse],
     ) -> pb.StartAssessmentResponse:
         try:
-            plan = admit(request, self._settings)
+            repeated = bool(request.assessment_id) and self._sessions.knows(request.assessment_id)
+            plan = admit(request, self._settings, repeated=repeated)
             assessment = await self._sessions.start(plan)
         except ServiceError as error:
             await _abort(context, error)

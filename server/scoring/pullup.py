@@ -208,11 +208,11 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
         if self._straight():
             self._hang = (frame_index, time_s)
             self._peak_deg = max(self._peak_deg, self._extension.at_least)
-        self._hang_hips.append((time_s, measure.hip_x_px))
-        while self._hang_hips[0][0] < time_s - STILL_WINDOW_S:
-            self._hang_hips.popleft()
+            self._hang_hips.append((time_s, measure.hip_x_px))
+            while self._hang_hips[0][0] < time_s - STILL_WINDOW_S:
+                self._hang_hips.popleft()
         if self._extension.at_most < ATTEMPT_ELBOW_MAX_DEG:
-            if self._first_pull:
+            if self._first_pull and self._hang_hips:
                 hips_px = [x for _, x in self._hang_hips]
                 sway = (max(hips_px) - min(hips_px)) / measure.torso_length_px
                 self._still_at_start = sway <= self.rules.swing_max_ratio

@@ -110,8 +110,11 @@ class Hold:
         self.at_most = math.nan
 
     def update(self, value: float) -> None:
-        previous = value if self._previous is None else self._previous
+        """Take the next frame's value; until two frames are in, nothing is held (NaN)."""
+        previous = self._previous
         self._previous = value
+        if previous is None:
+            return
         self.at_least = min(value, previous)
         self.at_most = max(value, previous)
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from server.camera_registry import CameraRegistry
 from server.cameras import (
     CameraBusy,
     CameraError,
     CameraOptions,
-    CameraRegistry,
     CameraState,
 )
 from tests.support.observer import Observer

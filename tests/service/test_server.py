@@ -29,6 +29,7 @@ GRPCURL = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl"
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[FitscoreServer]:
     server = await create_server(Settings(listen="127.0.0.1:0", video_root=tmp_path / "videos"))
+    await server.wait_ready()
     yield server
     await server.stop(1.0)
 
