@@ -77,6 +77,7 @@ async def serve(settings: Settings) -> int:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stopping.set)
     print(f"fitscore-server: serving on port {running.port}", flush=True)
+    # Health says NOT_SERVING until the pose engine is warm; a second line says when it is.
     waiting = asyncio.ensure_future(stopping.wait())
     await asyncio.wait([waiting, running.warm_up], return_when=asyncio.FIRST_COMPLETED)
     if running.warm_up.done() and running.warm_up.exception() is not None:
@@ -84,6 +85,8 @@ async def serve(settings: Settings) -> int:
         waiting.cancel()
         await running.stop(0)
         return 1
+    if running.warm_up.done():
+        print("fitscore-server: ready", flush=True)
     await waiting
     logger.info("shutting down (grace %.1f s)", settings.grace_s)
     await running.stop(settings.grace_s)

@@ -6,7 +6,8 @@ evidence) is the moment the chin first reaches the bar, the moment that rule dec
 must straighten again before the next pull. The bar is the line through the wrists (the hands grip
 it); the chin is estimated below the mouth from the head size, taken as a fixed share of the torso
 (shoulders to hips), a length the hanging body shows from any camera height. More than
-``pause_s`` between repetitions, or the hands well below the shoulders (off the bar), ends the test.
+``pause_s`` without a pull (no elbow movement of 20°), or the hands well below the shoulders (off
+the bar), ends the test.
 """
 
 from __future__ import annotations
@@ -39,9 +40,14 @@ from server.scoring.rules import PullUpRules
 
 MIN_VISIBILITY = 0.5
 """A joint below this MediaPipe visibility is not judged."""
+START_ELBOW_MIN_DEG = 140.0
+"""Hanging with arms this straight starts the test. The same at every level, so every level's
+clocks start together; whether each pull started from straight arms is judged per level."""
 ATTEMPT_ELBOW_MAX_DEG = 120.0
 """Once even the straighter elbow bends below this, a pull is under way."""
 REVERSAL_DEG = 20.0
+PROGRESS_DEG = 20.0
+"""Elbow movement that counts as progress for the clock between repetitions."""
 """Arms that opened from a pull and bend again by this much before the hang start a new pull."""
 HEAD_PER_TORSO = 0.45
 """Head height (crown to chin) as a share of the shoulder–hip length (adult proportions)."""
@@ -147,6 +153,7 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
         self._still_at_start = True
         self._peak_deg = 0.0
         self._attempt: Attempt | None = None
+        self._progress_anchor_deg = 0.0
         self._pause = Alarm(rules.pause_warning_s, rules.pause_s)
         self._off_bar = Alarm(rules.off_bar_s, rules.off_bar_s)
 
@@ -167,6 +174,9 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
             None,
             (ViolationCode.OFF_BAR, "hands off the bar"),
         )
+        if abs(measure.extension_deg - self._progress_anchor_deg) >= PROGRESS_DEG:
+            self._progress_anchor_deg = measure.extension_deg
+            self._pause.restart()
         if not self._finished:
             events += self._watch(
                 self._pause,
@@ -189,14 +199,15 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
         return self._extension.at_least >= self.rules.lockout_elbow_min_deg
 
     def _wait_for_hang(self, frame_index: int, time_s: float, measure: PullUpFrame) -> None:
-        if not (measure.hands_on_bar and self._straight()):
+        if not (measure.hands_on_bar and self._extension.at_least >= START_ELBOW_MIN_DEG):
             self._hold_since_s = None
             return
         if self._hold_since_s is None:
             self._hold_since_s = time_s
         if time_s - self._hold_since_s >= self.rules.start_hold_s:
             self._start_hang(frame_index, time_s)
-            self._pause.restart(time_s)
+            self._hung_straight = self._straight()
+            self._progress_anchor_deg = measure.extension_deg
 
     def _start_hang(self, frame_index: int, time_s: float) -> None:
         self._phase = Phase.UP
@@ -207,6 +218,7 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
     def _while_hanging(self, frame_index: int, time_s: float, measure: PullUpFrame) -> None:
         if self._straight():
             self._hang = (frame_index, time_s)
+            self._hung_straight = True
             self._peak_deg = max(self._peak_deg, self._extension.at_least)
             self._hang_hips.append((time_s, measure.hip_x_px))
             while self._hang_hips[0][0] < time_s - STILL_WINDOW_S:
@@ -284,7 +296,6 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
         self._phase = Phase.RETURNING
         self._peak_deg = self._extension.at_least
         self._hang = (frame_index, time_s)
-        self._pause.restart(time_s)
 
     def _faults(self, attempt: Attempt) -> list[tuple[FoulCode, str]]:
         rules = self.rules

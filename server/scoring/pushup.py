@@ -38,6 +38,10 @@ from server.scoring.rules import PushUpRules
 
 MIN_VISIBILITY = 0.5
 """A joint below this MediaPipe visibility is not judged."""
+START_ELBOW_MIN_DEG = 140.0
+"""Arms this straight in the support position start the test. The same at every level, so every
+level's clocks start together (a stricter level then never ends later); whether each repetition
+locks out is judged against the level's own threshold."""
 ATTEMPT_ELBOW_MAX_DEG = 135.0
 """Once even the straighter elbow bends below this, a repetition is under way."""
 REVERSAL_DEG = 20.0
@@ -213,7 +217,7 @@ class PushUpScorer(ExerciseScorer[PushUpFrame]):
         return self._extension.at_least >= self.rules.lockout_elbow_min_deg
 
     def _wait_for_start(self, frame_index: int, time_s: float, measure: PushUpFrame) -> None:
-        if not (measure.in_support and self._locked_out()):
+        if not (measure.in_support and self._extension.at_least >= START_ELBOW_MIN_DEG):
             self._hold_since_s = None
             return
         if self._hold_since_s is None:

@@ -41,6 +41,11 @@ MIN_VISIBILITY = 0.5
 """A joint below this MediaPipe visibility is not judged."""
 ATTEMPT_MARGIN_DEG = 15.0
 """The torso rose this far above the lying threshold: a repetition is under way."""
+START_TORSO_MAX_DEG = 35.0
+"""A torso this flat starts the test. The same at every level, so every level's clocks start
+together; whether each repetition began from lying flat is judged at the level's threshold."""
+REST_TORSO_MAX_DEG = 35.0
+"""Lying back this flat, the resting clock runs (the same at every level)."""
 TOP_EXIT_MARGIN_DEG = 15.0
 """The hip angle opened this far past the up threshold: the examinee left the top."""
 TOP_PLATEAU_DEG = 5.0
@@ -152,7 +157,7 @@ class SitUpScorer(ExerciseScorer[SitUpFrame]):
             return []
         events = self._watch(
             self._rest,
-            self._phase is Phase.UP,
+            self._inclination.at_most <= REST_TORSO_MAX_DEG,
             time_s,
             (WarningCode.RESTING, "lying still"),
             (ViolationCode.RESTING, "lying still"),
@@ -170,26 +175,30 @@ class SitUpScorer(ExerciseScorer[SitUpFrame]):
     def _wait_for_start(
         self, frame_index: int, time_s: float, measure: SitUpFrame, lying: bool
     ) -> None:
-        if not lying:
+        if not self._inclination.at_most <= START_TORSO_MAX_DEG:
             self._hold_since_s = None
             return
         if self._hold_since_s is None:
             self._hold_since_s = time_s
         if time_s - self._hold_since_s >= self.rules.start_hold_s:
-            self._lie_down(frame_index, time_s, measure)
+            self._lie_down(frame_index, time_s, measure, lying)
 
-    def _lie_down(self, frame_index: int, time_s: float, measure: SitUpFrame) -> None:
+    def _lie_down(
+        self, frame_index: int, time_s: float, measure: SitUpFrame, lying: bool = True
+    ) -> None:
         self._phase = Phase.UP
         self._lying = (frame_index, time_s, measure)
-        self._from_lying = True
-        self._rest.restart(time_s)
+        self._from_lying = lying
 
     def _while_lying(
         self, frame_index: int, time_s: float, measure: SitUpFrame, lying: bool
     ) -> None:
+        rules = self.rules
+        rising = self._inclination.at_least > rules.down_torso_max_deg + ATTEMPT_MARGIN_DEG
         if lying:
             self._lying = (frame_index, time_s, measure)
-        elif self._inclination.at_least > self.rules.down_torso_max_deg + ATTEMPT_MARGIN_DEG:
+            self._from_lying = True
+        elif rising or self._hip.at_most <= rules.up_hip_max_deg:
             assert self._lying is not None
             start_frame, start_time_s, _ = self._lying
             self._begin_attempt(start_frame, start_time_s)

@@ -45,7 +45,9 @@ DOWN: Vector = (0.0, -1.0, 0.0)
 FORWARD: Vector = (1.0, 0.0, 0.0)
 
 
-def _legs(hip_mid: Vector, knee_mid: Vector, ankle_mid: Vector, joints: dict[Landmark, Vector]) -> None:
+def _legs(
+    hip_mid: Vector, knee_mid: Vector, ankle_mid: Vector, joints: dict[Landmark, Vector]
+) -> None:
     for sign, hip, knee, ankle in LEGS:
         offset: Vector = (0.0, 0.0, sign * HALF_HIP_CM)
         joints[hip] = add(hip_mid, offset)
@@ -105,10 +107,14 @@ def push_up_joints(pose: PushUpPose) -> dict[Landmark, Vector]:
     hip_mid = add(lerp(shoulder_mid, ankle_mid, 0.36), scale(toward_ground, pose.hip_offset_cm))
     chord = sub(ankle_mid, hip_mid)
     half_chord = math.sqrt(sum(value * value for value in chord)) / 2.0
-    knee_drop = 0.0 if pose.knee_deg >= 180.0 else half_chord / math.tan(math.radians(pose.knee_deg) / 2)
+    knee_drop = (
+        0.0 if pose.knee_deg >= 180.0 else half_chord / math.tan(math.radians(pose.knee_deg) / 2)
+    )
     knee_mid = add(lerp(hip_mid, ankle_mid, 0.5), scale(toward_ground, knee_drop))
     _legs(hip_mid, knee_mid, ankle_mid, joints)
-    head(add(shoulder_mid, scale(along, -6.0)), scale(toward_ground, 1.0), scale(along, -1.0), joints)
+    head(
+        add(shoulder_mid, scale(along, -6.0)), scale(toward_ground, 1.0), scale(along, -1.0), joints
+    )
     return joints
 
 
@@ -170,7 +176,11 @@ class SitUpPose:
 def sit_up_joints(pose: SitUpPose) -> dict[Landmark, Vector]:
     joints: dict[Landmark, Vector] = {}
     hip_mid: Vector = (0.0, 10.0 + pose.hip_lift_cm, 0.0)
-    knee_mid: Vector = (THIGH_CM * math.cos(math.radians(40.0)), 10.0 + THIGH_CM * math.sin(math.radians(40.0)), 0.0)
+    knee_mid: Vector = (
+        THIGH_CM * math.cos(math.radians(40.0)),
+        10.0 + THIGH_CM * math.sin(math.radians(40.0)),
+        0.0,
+    )
     ankle_mid: Vector = (knee_mid[0] + math.sqrt(SHIN_CM**2 - (knee_mid[1] - 8.0) ** 2), 8.0, 0.0)
     _legs(hip_mid, knee_mid, ankle_mid, joints)
     torso = math.radians(pose.torso_deg)
@@ -184,7 +194,9 @@ def sit_up_joints(pose: SitUpPose) -> dict[Landmark, Vector]:
         joints[shoulder] = add(shoulder_mid, scale(side, HALF_SHOULDER_CM))
         behind_elbow = add(add(add(neck, scale(along, 8.0)), scale(face, 12.0)), scale(side, 18.0))
         behind_wrist = add(add(add(neck, scale(along, 10.0)), scale(face, -6.0)), scale(side, 5.0))
-        reach_elbow = add(add(joints[shoulder], scale(sub(knee_mid, shoulder_mid), 0.45)), scale(face, 5.0))
+        reach_elbow = add(
+            add(joints[shoulder], scale(sub(knee_mid, shoulder_mid), 0.45)), scale(face, 5.0)
+        )
         reach_wrist = add(add(knee_mid, scale(side, 12.0)), scale(face, 8.0))
         joints[elbow] = lerp(behind_elbow, reach_elbow, pose.hands_forward)
         joints[wrist] = lerp(behind_wrist, reach_wrist, pose.hands_forward)
@@ -200,7 +212,9 @@ def render_sit_up(pose: SitUpPose, camera: Camera) -> Keypoints | None:
     keypoints = project(sit_up_joints(pose), camera)
     if pose.hands_forward < 0.5:
         wrists = [Landmark.LEFT_WRIST, Landmark.RIGHT_WRIST]
-        keypoints[wrists, 3] = [min(HIDDEN_WRIST_VISIBILITY, value) for value in keypoints[wrists, 3]]
+        keypoints[wrists, 3] = [
+            min(HIDDEN_WRIST_VISIBILITY, value) for value in keypoints[wrists, 3]
+        ]
     return keypoints
 
 

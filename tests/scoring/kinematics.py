@@ -109,7 +109,9 @@ def project(joints: dict[Landmark, Vector], camera: Camera) -> Keypoints:
         x_cm = position[0] * math.cos(yaw) - position[2] * math.sin(yaw)
         keypoints[index, 0] = IMAGE_CENTER_PX[0] + PIXELS_PER_CM * x_cm
         keypoints[index, 1] = IMAGE_CENTER_PX[1] - PIXELS_PER_CM * position[1]
-        keypoints[index, 3] = 0.0 if landmark is None else _visibility(landmark, facing_left, frontal)
+        keypoints[index, 3] = (
+            0.0 if landmark is None else _visibility(landmark, facing_left, frontal)
+        )
     return keypoints
 
 
@@ -189,7 +191,9 @@ def frames(
     return result
 
 
-def hide(frames_: list[Frame], landmarks: Sequence[Landmark], start_s: float, end_s: float) -> list[Frame]:
+def hide(
+    frames_: list[Frame], landmarks: Sequence[Landmark], start_s: float, end_s: float
+) -> list[Frame]:
     """The same frames with ``landmarks`` invisible (visibility 0) between the two times."""
     hidden: list[Frame] = []
     for frame in frames_:
@@ -211,5 +215,7 @@ def head(neck: Vector, forward: Vector, up: Vector, joints: dict[Landmark, Vecto
         (-1.0, Landmark.RIGHT_EYE, Landmark.RIGHT_EAR, Landmark.MOUTH_RIGHT),
     ):
         joints[eye] = add(add(nose, scale(up, 3.0)), scale(side, 3.0 * sign))
-        joints[ear] = add(add(add(nose, scale(up, 2.0)), scale(forward, -9.0)), scale(side, 7.0 * sign))
+        joints[ear] = add(
+            add(add(nose, scale(up, 2.0)), scale(forward, -9.0)), scale(side, 7.0 * sign)
+        )
         joints[mouth] = add(add(nose, scale(up, -4.0)), scale(side, 2.5 * sign))

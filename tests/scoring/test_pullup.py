@@ -43,7 +43,9 @@ def test_evidence_marks_the_moment_the_chin_reaches_the_bar() -> None:
 
 
 def test_chin_short_of_the_bar_is_a_foul() -> None:
-    outcome = run(PULL_UP, script(*pull_up_reps(1), *pull_up_reps(1, top_deg=75.0), *pull_up_reps(1)))
+    outcome = run(
+        PULL_UP, script(*pull_up_reps(1), *pull_up_reps(1, top_deg=75.0), *pull_up_reps(1))
+    )
     assert outcome.foul_codes == [FoulCode.CHIN_NOT_OVER_BAR]
     assert outcome.fouls[0].evidence.measures["max_chin_clearance"] < 0.0
     assert outcome.rep_count == 2
@@ -57,7 +59,9 @@ def test_arms_not_straightened_between_pulls_fouls_the_next_pull() -> None:
 
 
 def test_swinging_is_a_foul() -> None:
-    outcome = run(PULL_UP, script(*pull_up_reps(1), *pull_up_reps(1, sway_cm=20.0), *pull_up_reps(1)))
+    outcome = run(
+        PULL_UP, script(*pull_up_reps(1), *pull_up_reps(1, sway_cm=20.0), *pull_up_reps(1))
+    )
     assert FoulCode.SWINGING in outcome.foul_codes
     assert outcome.fouls[0].evidence.measures["swing_ratio"] > 0.2
 

@@ -15,7 +15,9 @@ from tests.scoring.runs import SHIPPED_RULES, run
 PUSH_UP = Exercise.PUSH_UP
 
 
-def script(*moves: Move[PushUpPose], camera: Camera | None = None, fps: float = 20.0) -> list[Frame]:
+def script(
+    *moves: Move[PushUpPose], camera: Camera | None = None, fps: float = 20.0
+) -> list[Frame]:
     return frames(TOP, [hold(0.5), *moves], render_push_up, camera, fps)
 
 
@@ -58,7 +60,9 @@ def test_the_scorer_reports_its_phase() -> None:
         scorer.update(frame.index, frame.time_s, frame.keypoints)
         phases.append(scorer.phase)
     assert phases[0] is Phase.WAITING
-    order = [phase for index, phase in enumerate(phases) if index == 0 or phases[index - 1] != phase]
+    order = [
+        phase for index, phase in enumerate(phases) if index == 0 or phases[index - 1] != phase
+    ]
     assert order == [Phase.WAITING, Phase.UP, Phase.DOWN, Phase.BOTTOM, Phase.RETURNING, Phase.UP]
 
 
@@ -74,9 +78,7 @@ FOULS = [
         FoulCode.NOT_LOW_ENOUGH,
         id="shoulder-below-elbow-but-elbow-open",
     ),
-    pytest.param(
-        dict(bottom=PushUpPose(hip_offset_cm=20.0)), FoulCode.HIPS_SAGGING, id="hips-sag"
-    ),
+    pytest.param(dict(bottom=PushUpPose(hip_offset_cm=20.0)), FoulCode.HIPS_SAGGING, id="hips-sag"),
     pytest.param(
         dict(bottom=PushUpPose(hip_offset_cm=-20.0)), FoulCode.HIPS_RAISED, id="hips-raised"
     ),
@@ -84,7 +86,9 @@ FOULS = [
 
 
 @pytest.mark.parametrize(("form", "code"), FOULS)
-def test_each_form_fault_is_a_foul_and_the_test_goes_on(form: dict[str, object], code: FoulCode) -> None:
+def test_each_form_fault_is_a_foul_and_the_test_goes_on(
+    form: dict[str, object], code: FoulCode
+) -> None:
     faulty = push_up_reps(1, **form)  # type: ignore[arg-type]
     outcome = run(PUSH_UP, script(*push_up_reps(1), *faulty, *push_up_reps(1)))
     assert outcome.rep_count == 2
@@ -144,9 +148,14 @@ def test_a_one_frame_glitch_never_counts_a_rep() -> None:
 
 
 VIOLATIONS = [
-    pytest.param(stay(PushUpPose(knee_deg=110.0), 1.0), ViolationCode.KNEE_DOWN, 0.5, id="knee-down"),
     pytest.param(
-        stay(PushUpPose(elbow_deg=60.0), 3.0), ViolationCode.RESTING, 2.0, id="resting-at-the-bottom"
+        stay(PushUpPose(knee_deg=110.0), 1.0), ViolationCode.KNEE_DOWN, 0.5, id="knee-down"
+    ),
+    pytest.param(
+        stay(PushUpPose(elbow_deg=60.0), 3.0),
+        ViolationCode.RESTING,
+        2.0,
+        id="resting-at-the-bottom",
     ),
     pytest.param([hold(6.0)], ViolationCode.PAUSE_TOO_LONG, 5.0, id="pause-at-the-top"),
     pytest.param(
@@ -208,7 +217,11 @@ def test_lenient_levels_warn_before_a_knee_down_ends_the_test() -> None:
 
 
 def test_a_rep_in_progress_at_the_end_is_partial() -> None:
-    moves = [*push_up_reps(1), Move(0.6, PushUpPose(elbow_deg=60.0)), Move(0.3, PushUpPose(elbow_deg=120.0))]
+    moves = [
+        *push_up_reps(1),
+        Move(0.6, PushUpPose(elbow_deg=60.0)),
+        Move(0.3, PushUpPose(elbow_deg=120.0)),
+    ]
     outcome = run(PUSH_UP, script(*moves))
     assert outcome.rep_count == 1
     assert outcome.foul_codes == [FoulCode.PARTIAL_AT_END]

@@ -82,7 +82,9 @@ BAD_RULES = [
         id="missing-key",
     ),
     pytest.param(
-        _replace_in_level5("depth_elbow_max_deg", "depth_elbow_max_deg = 90.0\ndepth_elbow_typo = 1.0"),
+        _replace_in_level5(
+            "depth_elbow_max_deg", "depth_elbow_max_deg = 90.0\ndepth_elbow_typo = 1.0"
+        ),
         "pushup.level5.depth_elbow_typo",
         id="unknown-key",
     ),

@@ -37,7 +37,9 @@ def test_clean_sit_ups_count_at_the_top_with_evidence() -> None:
 
 FOULS = [
     pytest.param(dict(top_deg=50.0), FoulCode.NOT_UP, id="not-up"),
-    pytest.param(dict(top=SitUpPose(hands_forward=1.0)), FoulCode.HANDS_OFF_HEAD, id="hands-off-head"),
+    pytest.param(
+        dict(top=SitUpPose(hands_forward=1.0)), FoulCode.HANDS_OFF_HEAD, id="hands-off-head"
+    ),
     pytest.param(
         dict(top_deg=95.0, top=SitUpPose(hip_lift_cm=15.0)), FoulCode.HIPS_LIFTED, id="hips-lifted"
     ),
@@ -45,7 +47,9 @@ FOULS = [
 
 
 @pytest.mark.parametrize(("form", "code"), FOULS)
-def test_each_form_fault_is_a_foul_and_the_test_goes_on(form: dict[str, object], code: FoulCode) -> None:
+def test_each_form_fault_is_a_foul_and_the_test_goes_on(
+    form: dict[str, object], code: FoulCode
+) -> None:
     faulty = sit_up_reps(1, **form)  # type: ignore[arg-type]
     outcome = run(SIT_UP, script(*sit_up_reps(1), *faulty, *sit_up_reps(1)))
     assert outcome.rep_count == 2
