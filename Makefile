@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SERVE_ARGS ?=
 
-.PHONY: setup serve test lint protos check-protos demo clean
+.PHONY: setup serve test lint protos demo clean
 
 # `models fetch` is idempotent and offline once the files are there and match their manifest.
 setup: $(STAMP)
@@ -30,6 +30,9 @@ lint: $(STAMP)
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+
+demo: setup
+	$(BIN)/python scripts/demo.py
 
 clean:
 	rm -rf $(VENV) var/models build *.egg-info

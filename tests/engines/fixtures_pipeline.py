@@ -78,7 +78,7 @@ class FakeRunner:
     anchor: int = 1000
     hip: tuple[float, float] = (0.5, 0.5)
     scale_point: tuple[float, float] = (0.5, 0.3)
-    auxiliary: tuple[tuple[float, float], tuple[float, float]] = ((128.0, 128.0), (128.0, 64.0))
+    auxiliary: tuple[tuple[float, float], tuple[float, float]] = ((128.0, 128.0), (128.0, 25.6))
     flags: list[float] = field(default_factory=lambda: [0.9])
     max_batch_size: int = 8
     detector_batches: list[int] = field(default_factory=list)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import astuple
 
 import cv2
 import numpy as np
@@ -78,9 +79,10 @@ def test_detection_decodes_offsets_relative_to_its_anchor() -> None:
     assert detection is not None
     center = ssd_anchor_centers()[anchor].astype(np.float64)
     assert detection.score == pytest.approx(1 / (1 + math.exp(-2.0)))
-    np.testing.assert_allclose(detection.box, [*(center + [0.0, -0.1]), *(center + [0.2, 0.0])])
-    np.testing.assert_allclose(detection.keypoints[0], center + [0.01, 0.02], atol=1e-6)
-    np.testing.assert_allclose(detection.keypoints[1], center + [0.0, -0.1], atol=1e-6)
+    expected_box = np.concatenate([np.add(center, [0.0, -0.1]), np.add(center, [0.2, 0.0])])
+    np.testing.assert_allclose(detection.box, expected_box, atol=1e-6)
+    np.testing.assert_allclose(detection.keypoints[0], np.add(center, [0.01, 0.02]), atol=1e-6)
+    np.testing.assert_allclose(detection.keypoints[1], np.add(center, [0.0, -0.1]), atol=1e-6)
 
 
 def test_weighted_nms_blends_the_best_cluster_and_keeps_its_top_score() -> None:
@@ -197,15 +199,12 @@ def reference_fixed_point_warp(
 ) -> NDArray[np.uint8]:
     """OpenCV 4's uint8 bilinear warp, written out: 1/32-pixel coordinates, 15-bit weights,
     replicated border. Independent of cv2.remap."""
-    columns, rows = np.meshgrid(
-        np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64)
-    )
-    fixed_x = np.rint((matrix[0, 0] * columns + matrix[0, 1] * rows + matrix[0, 2]) * 32).astype(
-        int
-    )
-    fixed_y = np.rint((matrix[1, 0] * columns + matrix[1, 1] * rows + matrix[1, 2]) * 32).astype(
-        int
-    )
+    steps = np.arange(size, dtype=np.float64)
+    columns, rows = np.meshgrid(steps, steps)
+    source_x = matrix[0, 0] * columns + matrix[0, 1] * rows + matrix[0, 2]
+    source_y = matrix[1, 0] * columns + matrix[1, 1] * rows + matrix[1, 2]
+    fixed_x = np.rint(source_x * 32).astype(int)
+    fixed_y = np.rint(source_y * 32).astype(int)
     x0, y0 = fixed_x >> 5, fixed_y >> 5
     weight_x, weight_y = fixed_x & 31, fixed_y & 31
     height, width = image.shape[:2]
@@ -215,7 +214,8 @@ def reference_fixed_point_warp(
             ys = np.clip(y0 + step_y, 0, height - 1)
             xs = np.clip(x0 + step_x, 0, width - 1)
             total += image[ys, xs].astype(np.int64) * (factor_x * factor_y * 32)[..., None]
-    return np.clip((total + (1 << 14)) >> 15, 0, 255).astype(np.uint8)
+    blended: NDArray[np.uint8] = np.clip((total + (1 << 14)) >> 15, 0, 255).astype(np.uint8)
+    return blended
 
 
 def test_fixed_point_warp_matches_opencv_4_rounding() -> None:
@@ -269,11 +269,12 @@ def test_batches_beyond_max_batch_and_bad_images_are_refused() -> None:
 
 
 def test_first_pose_comes_from_the_detection_and_the_next_roi_from_the_landmarks() -> None:
-    runner = FakeRunner()  # hip at the input centre, scale point 0.2 × 1280 px above it
+    # Hip at the input centre, scale point 0.2 × 1280 px above it.
+    runner = FakeRunner(auxiliary=((128.0, 128.0), (128.0, 64.0)))
     engine = BlazePoseEngine(runner)
     (pose,) = engine.infer([frame("a", 0)])
     assert pose is not None
-    assert pose.roi == pytest.approx(RegionOfInterest(640.0, 360.0, 640.0, 0.0))
+    assert astuple(pose.roi) == pytest.approx((640.0, 360.0, 640.0, 0.0), abs=1e-3)
     assert pose.keypoints.shape == (33, 5)
     assert pose.keypoints.dtype == np.float32
     assert pose.score == pytest.approx(0.9)
@@ -283,10 +284,11 @@ def test_first_pose_comes_from_the_detection_and_the_next_roi_from_the_landmarks
     np.testing.assert_allclose(pose.keypoints[:, 0], expected_x, rtol=1e-6)
     assert engine.tracker_state("a") is TrackerState.TRACKING
 
-    # Auxiliary landmarks at the crop centre and 64 crop pixels (= 160 px) above it.
+    # The auxiliary landmarks, at the crop centre and 64 crop pixels (= 160 px) above it, pass the
+    # filter unchanged on a first frame and place the next crop.
     (second,) = engine.infer([frame("a", 1)])
     assert second is not None
-    assert second.roi == pytest.approx(RegionOfInterest(640.0, 360.0, 400.0, 0.0))
+    assert astuple(second.roi) == pytest.approx((640.0, 360.0, 400.0, 0.0), abs=1e-3)
     assert runner.detector_batches == [1]
 
 
@@ -340,7 +342,8 @@ def test_smoothing_can_be_switched_off() -> None:
     poses = [engine.infer([frame("a", index)])[0] for index in range(3)]
     assert all(pose is not None for pose in poses)
     # Same raw landmarks, same ROI from the second frame on: unsmoothed output is identical.
-    assert poses[1] is not None and poses[2] is not None
+    assert poses[1] is not None
+    assert poses[2] is not None
     np.testing.assert_array_equal(poses[1].keypoints[:, :3], poses[2].keypoints[:, :3])
 
 
