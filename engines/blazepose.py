@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,7 +104,8 @@ class PipelineSettings:
     min_presence_score: float = 0.5
     """``min_tracking_confidence``: a pose counts only when its flag is strictly greater."""
     smooth_landmarks: bool = True
-    """One-Euro on the 33 body landmarks (the auxiliary ones are always smoothed)."""
+    """One-Euro on the 33 body landmarks and a low-pass on their visibility (the auxiliary
+    landmarks that place the next crop are always smoothed), as MediaPipe's video mode."""
     refine_with_heatmap: bool = True
     """Use the heatmap head when the runner returns it."""
 
@@ -148,6 +150,12 @@ class _InputBuffers:
         self.landmark_input = np.zeros(landmark_shape, dtype=np.float32)
         self.detector_warper = FixedPointWarper(DETECTOR_INPUT_SIZE, DETECTOR_INPUT_SIZE)
         self.landmark_warper = FixedPointWarper(LANDMARK_INPUT_SIZE, LANDMARK_INPUT_SIZE)
+
+
+def _usable(roi: RegionOfInterest) -> bool:
+    """A crop that can be cut: finite numbers and at least a pixel on a side."""
+    values = (roi.center_x_px, roi.center_y_px, roi.size_px, roi.rotation_rad)
+    return all(math.isfinite(value) for value in values) and roi.size_px >= 1.0
 
 
 class BlazePoseEngine:
@@ -316,7 +324,8 @@ class BlazePoseEngine:
                 outputs.scores[slot],
                 min_score=self._settings.min_detection_score,
             )
-            rois.append(None if detection is None else roi_from_detection(detection, letterbox))
+            roi = None if detection is None else roi_from_detection(detection, letterbox)
+            rois.append(roi if roi is not None and _usable(roi) else None)
         return rois
 
     def _track(
@@ -337,11 +346,12 @@ class BlazePoseEngine:
             frame.time_s,
             object_scale_px,
         )
-        tracker.next_roi = roi_from_alignment_points(auxiliary[0, 0:2], auxiliary[1, 0:2])
+        next_roi = roi_from_alignment_points(auxiliary[0, 0:2], auxiliary[1, 0:2])
+        tracker.next_roi = next_roi if _usable(next_roi) else None
 
         keypoints = landmarks[:LANDMARK_COUNT].copy()
-        keypoints[:, 3] = tracker.visibility_filter.apply(keypoints[:, 3])
         if self._settings.smooth_landmarks:
+            keypoints[:, 3] = tracker.visibility_filter.apply(keypoints[:, 3])
             keypoints[:, 0:3] = tracker.pose_filter.apply(
                 keypoints[:, 0:3], frame.time_s, object_scale_px
             )

@@ -311,15 +311,27 @@ class TensorRtRunner:
         self._lock = threading.Lock()
         gpu = self._cuda.device_identity()
         cache = detector_onnx.parent / "tensorrt" if cache_dir is None else cache_dir
-        trt_logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(trt_logger)
-        models = []
-        for source in (detector_onnx, landmark_onnx):
-            fp16_path = ensure_fp16_model(source, cache)
-            engine = load_or_build_engine(
-                trt, runtime, trt_logger, fp16_path, cache_dir=cache, gpu=gpu, max_batch=max_batch
-            )
-            models.append(_Model(trt, engine, self._cuda, max_batch))
+        # One logger for everything; the runtime must outlive the engines it deserialised.
+        self._trt_logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._trt_logger)
+        models: list[_Model] = []
+        try:
+            for source in (detector_onnx, landmark_onnx):
+                fp16_path = ensure_fp16_model(source, cache)
+                engine = load_or_build_engine(
+                    trt,
+                    self._runtime,
+                    self._trt_logger,
+                    fp16_path,
+                    cache_dir=cache,
+                    gpu=gpu,
+                    max_batch=max_batch,
+                )
+                models.append(_Model(trt, engine, self._cuda, max_batch))
+        except BaseException:
+            for model in models:
+                model.buffers.close()
+            raise
         self._detector, self._landmark = models
         missing = [name for name in DETECTOR_OUTPUTS if name not in self._detector.output_names]
         missing += [name for name in LANDMARK_OUTPUTS if name not in self._landmark.output_names]

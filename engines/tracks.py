@@ -74,11 +74,19 @@ def _track_from_rows(
     )
 
 
-def track_video(path: Path, engine: PoseEngine, *, camera_id: str = "file") -> PoseTrack:
+def track_video(
+    path: Path,
+    engine: PoseEngine,
+    *,
+    camera_id: str = "file",
+    clock_hz: float | None = None,
+) -> PoseTrack:
     """Run ``engine`` over every frame of a video file, as fast as it decodes, one frame per call.
 
     Tracking starts fresh (the camera's state is forgotten before and after). Frame times are the
-    stream's presentation times, so the smoothing sees the video's real frame rate.
+    stream's presentation times, so the smoothing sees the video's real frame rate; ``clock_hz``
+    stamps frame k at k / clock_hz instead (MediaPipe's Python API uses 30 whatever the video's
+    rate, which matters when comparing with its output).
     """
     indices: list[int] = []
     times_s: list[float] = []
@@ -90,7 +98,12 @@ def track_video(path: Path, engine: PoseEngine, *, camera_id: str = "file") -> P
             stream.thread_type = "AUTO"
             rate = float(stream.average_rate) if stream.average_rate else 0.0
             for index, frame in enumerate(container.decode(stream)):
-                time_s = float(frame.time) if frame.time is not None else _fallback(index, rate)
+                if clock_hz is not None:
+                    time_s = index / clock_hz
+                elif frame.time is not None:
+                    time_s = float(frame.time)
+                else:
+                    time_s = _fallback(index, rate)
                 image = np.ascontiguousarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
                 (pose,) = engine.infer([CameraFrame(camera_id, index, time_s, image)])
                 indices.append(index)

@@ -191,7 +191,7 @@ class AssessmentSession:
             return
         metrics = self._parts.metrics
         metrics.frames_judged.labels(self.plan.camera_id).inc()
-        metrics.frame_to_event_seconds.observe(time.monotonic() - timing.handed_over_monotonic)
+        metrics.observe_frame_latency(time.monotonic() - timing.handed_over_monotonic)
         relative_index = frame.index - self._first_index
         elapsed_s = frame.time_s - self._first_time_s
         self._last_time_s = elapsed_s

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 logger = logging.getLogger(__name__)
 
+RECENT_LATENCY_SAMPLES = 200_000
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -60,12 +62,19 @@ class Metrics:
         self.active_assessments = Gauge(
             "fitscore_active_assessments", "Assessments not yet finished", registry=self.registry
         )
+        self.recent_frame_latencies_s: deque[float] = deque(maxlen=RECENT_LATENCY_SAMPLES)
+        """The newest raw latencies, for percentiles in `fitscore-server bench`."""
         self.assessments_finished = Counter(
             "fitscore_assessments_finished",
             "Finished assessments by end reason",
             ["end_reason"],
             registry=self.registry,
         )
+
+    def observe_frame_latency(self, seconds: float) -> None:
+        """One frame judged: hand-over by its camera → judgement on the event loop."""
+        self.frame_to_event_seconds.observe(seconds)
+        self.recent_frame_latencies_s.append(seconds)
 
     def observe_batch(self, size: int, inference_ms: float) -> None:
         self.batch_size.observe(size)

@@ -47,6 +47,8 @@ class CameraSettings:
     """Cameras opened on demand stay open this long after their last assessment."""
     max_gap_s: float = 10.0
     """A running assessment whose camera delivers no frame for this long ends FAILED."""
+    loop_files: bool = False
+    """file:// sources restart at their end instead of ending (demos and benchmarks)."""
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,17 @@
 """Pull-up (引体向上) judging: domain.md §4, thresholds in rules.toml ``pullup``.
 
-A repetition starts from a straight-arm hang, pulls until the chin passes the bar, and is counted
-as the chin drops back (school rule: the chin over the bar counts). Its far end (``bottom_*`` in the
+A repetition starts from a straight-arm hang, pulls until the chin passes the bar (the school
+rule's criterion), and is counted as the elbows open again. Its far end (``bottom_*`` in the
 evidence) is the moment the chin first reaches the bar, the moment that rule decides on. The arms
 must straighten again before the next pull. The bar is the line through the wrists (the hands grip
 it); the chin is estimated below the mouth from the head size, taken as a fixed share of the torso
-(shoulders to hips), a length the hanging body shows from any camera height. More than
-``pause_s`` without a pull (no elbow movement of 20°), or the hands well below the shoulders (off
-the bar), ends the test.
+(shoulders to hips), a length the hanging body shows from any camera height. ``pause_s`` without a
+pull (no elbow movement of 20°), or the hands well below the shoulders (off the bar), ends the test.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -46,6 +46,10 @@ clocks start together; whether each pull started from straight arms is judged pe
 ATTEMPT_ELBOW_MAX_DEG = 120.0
 """Once even the straighter elbow bends below this, a pull is under way."""
 REVERSAL_DEG = 20.0
+"""Elbows that open this much from the pull's deepest bend and close this much again started a
+new pull without hanging straight."""
+ATTEMPT_END_DEG = 130.0
+"""Once the straighter elbow opens past this again, the pull is over (10° of hysteresis)."""
 PROGRESS_DEG = 20.0
 """Elbow movement that counts as progress for the clock between repetitions."""
 """Arms that opened from a pull and bend again by this much before the hang start a new pull."""
@@ -57,10 +61,9 @@ CHIN_BELOW_NOSE = 0.40
 """… or this many below the nose when the mouth is not seen."""
 OFF_BAR_DROP_RATIO = 0.3
 """Hands this many torso lengths below the shoulders have left the bar."""
-TOP_EXIT_MARGIN = 0.2
-"""The chin dropped this many head heights under the pass line: the examinee left the top."""
 STILL_WINDOW_S = 1.0
-"""The first pull must start from a hang that was still over this last stretch."""
+"""The first pull must start from a hang that was still over this stretch before its straightest
+moment."""
 TOP_PLATEAU = 0.05
 """Without a chin at the bar, the far end is the middle of the frames this close to the top."""
 
@@ -148,10 +151,12 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
         self._hang: tuple[int, float] = (0, 0.0)
         self._hang_hips: deque[tuple[float, float]] = deque()
         self._attempt_hips_px: tuple[float, float] = (0.0, 0.0)
-        self._hung_straight = True
+        self._hung_straight = False
         self._first_pull = True
         self._still_at_start = True
-        self._peak_deg = 0.0
+        self._peak_deg = -math.inf
+        self._opened_deg = -math.inf
+        self._opened: tuple[int, float] = (0, 0.0)
         self._attempt: Attempt | None = None
         self._progress_anchor_deg = 0.0
         self._pause = Alarm(rules.pause_warning_s, rules.pause_s)
@@ -187,11 +192,9 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
             )
         if self._finished:
             return events
-        if self._phase is Phase.UP:
-            self._while_hanging(frame_index, time_s, measure)
-        elif self._phase is Phase.RETURNING:
-            self._while_lowering(frame_index, time_s, measure)
-        elif self._attempt is not None:
+        if self._attempt is None:
+            self._between_pulls(frame_index, time_s, measure)
+        else:
             events.extend(self._while_pulling(self._attempt, frame_index, time_s, measure))
         return events
 
@@ -205,49 +208,37 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
         if self._hold_since_s is None:
             self._hold_since_s = time_s
         if time_s - self._hold_since_s >= self.rules.start_hold_s:
-            self._start_hang(frame_index, time_s)
-            self._hung_straight = self._straight()
+            self._phase = Phase.UP
             self._progress_anchor_deg = measure.extension_deg
+            self._between_pulls(frame_index, time_s, measure)
 
-    def _start_hang(self, frame_index: int, time_s: float) -> None:
-        self._phase = Phase.UP
-        self._hang = (frame_index, time_s)
-        self._hang_hips.clear()
-        self._hung_straight = True
-
-    def _while_hanging(self, frame_index: int, time_s: float, measure: PullUpFrame) -> None:
-        if self._straight():
+    def _between_pulls(self, frame_index: int, time_s: float, measure: PullUpFrame) -> None:
+        """Hanging or lowering: the hang is the straightest moment since the last pull."""
+        if self._extension.at_least >= self._peak_deg:
+            self._peak_deg = self._extension.at_least
             self._hang = (frame_index, time_s)
+        if self._straight():
             self._hung_straight = True
-            self._peak_deg = max(self._peak_deg, self._extension.at_least)
+            self._phase = Phase.UP
+        if self._extension.at_least >= START_ELBOW_MIN_DEG:
             self._hang_hips.append((time_s, measure.hip_x_px))
             while self._hang_hips[0][0] < time_s - STILL_WINDOW_S:
                 self._hang_hips.popleft()
         if self._extension.at_most < ATTEMPT_ELBOW_MAX_DEG:
-            if self._first_pull and self._hang_hips:
-                hips_px = [x for _, x in self._hang_hips]
+            hang_time_s = self._hang[1]
+            hips_px = [x for seen_s, x in self._hang_hips if seen_s <= hang_time_s]
+            if self._first_pull and hips_px:
                 sway = (max(hips_px) - min(hips_px)) / measure.torso_length_px
                 self._still_at_start = sway <= self.rules.swing_max_ratio
-            self._begin_attempt(*self._hang)
-            self._track(frame_index, time_s, measure)
-
-    def _while_lowering(self, frame_index: int, time_s: float, measure: PullUpFrame) -> None:
-        if self._straight():
-            self._peak_deg = self._extension.at_least
-            self._start_hang(frame_index, time_s)
-            return
-        if self._extension.at_least >= self._peak_deg:
-            self._peak_deg = self._extension.at_least
-            self._hang = (frame_index, time_s)
-        if self._extension.at_most <= self._peak_deg - REVERSAL_DEG:
-            self._hung_straight = False
             self._begin_attempt(*self._hang)
             self._track(frame_index, time_s, measure)
 
     def _begin_attempt(self, frame_index: int, time_s: float) -> None:
         self._attempt = Attempt(frame_index, time_s, TOP_PLATEAU)
         self._attempt.set("start_elbow_angle_deg", self._peak_deg)
-        self._attempt_hips_px = (float("inf"), float("-inf"))
+        self._attempt_hips_px = (math.inf, -math.inf)
+        self._opened_deg = -math.inf
+        self._opened = (frame_index, time_s)
         self._phase = Phase.DOWN
 
     def _track(self, frame_index: int, time_s: float, measure: PullUpFrame) -> None:
@@ -269,33 +260,39 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
     def _while_pulling(
         self, attempt: Attempt, frame_index: int, time_s: float, measure: PullUpFrame
     ) -> list[ScoringEvent]:
-        rules = self.rules
-        if self._phase is Phase.BOTTOM:
-            dropped = self._clearance.at_most < rules.chin_clearance_min - TOP_EXIT_MARGIN
-            if dropped or self._extension.at_least > ATTEMPT_ELBOW_MAX_DEG:
-                event = self._judged(self._faults(attempt), attempt, frame_index, time_s)
-                self._end_attempt(frame_index, time_s)
-                return [event]
-            self._track(frame_index, time_s, measure)
-            return []
         self._track(frame_index, time_s, measure)
-        if self._phase is Phase.DOWN and self._extension.at_least > ATTEMPT_ELBOW_MAX_DEG:
+        deepest_deg = attempt.measures.get("min_elbow_angle_deg", math.inf)
+        if self._extension.at_least >= self._opened_deg:
+            self._opened_deg = self._extension.at_least
+            self._opened = (frame_index, time_s)
+        climbed = self._opened_deg >= deepest_deg + REVERSAL_DEG
+        pulled_again = climbed and self._extension.at_most <= self._opened_deg - REVERSAL_DEG
+        if self._extension.at_least <= ATTEMPT_END_DEG and not pulled_again:
+            return []
+        event = self._conclude(attempt, frame_index, time_s)
+        if pulled_again:
+            self._peak_deg = self._opened_deg
+            self._begin_attempt(*self._opened)
+            self._track(frame_index, time_s, measure)
+        return [event]
+
+    def _conclude(self, attempt: Attempt, frame_index: int, time_s: float) -> ScoringEvent:
+        if self._phase is Phase.BOTTOM:
+            event: ScoringEvent = self._judged(self._faults(attempt), attempt, frame_index, time_s)
+        else:
             clearance = attempt.measures.get("max_chin_clearance")
             reached = "no face seen" if clearance is None else f"{clearance:+.2f} head heights"
-            detail = (
-                f"chin reached {reached} over the bar (needs ≥ {rules.chin_clearance_min:+.2f})"
-            )
-            foul = self._foul(FoulCode.CHIN_NOT_OVER_BAR, detail, attempt, frame_index, time_s)
-            self._end_attempt(frame_index, time_s)
-            return [foul]
-        return []
-
-    def _end_attempt(self, frame_index: int, time_s: float) -> None:
+            needed = self.rules.chin_clearance_min
+            detail = f"chin reached {reached} over the bar (needs ≥ {needed:+.2f})"
+            event = self._foul(FoulCode.CHIN_NOT_OVER_BAR, detail, attempt, frame_index, time_s)
         self._attempt = None
         self._first_pull = False
+        self._hung_straight = False
+        self._hang_hips.clear()
         self._phase = Phase.RETURNING
         self._peak_deg = self._extension.at_least
         self._hang = (frame_index, time_s)
+        return event
 
     def _faults(self, attempt: Attempt) -> list[tuple[FoulCode, str]]:
         rules = self.rules

@@ -229,10 +229,17 @@ class SitUpScorer(ExerciseScorer[SitUpFrame]):
     def _track(
         self, attempt: Attempt, frame_index: int, time_s: float, measure: SitUpFrame
     ) -> None:
-        rules = self.rules
         attempt.keep_min("min_hip_angle_deg", self._hip.at_most)
         attempt.track_depth(frame_index, time_s, -self._hip.at_most)
         attempt.keep_max("max_torso_inclination_deg", measure.torso_inclination_deg)
+        if self._phase is Phase.DOWN:
+            self._judge_form(attempt, measure)
+        if self._hip.at_most <= self.rules.up_hip_max_deg:
+            self._phase = Phase.BOTTOM
+
+    def _judge_form(self, attempt: Attempt, measure: SitUpFrame) -> None:
+        """Hands and hips over the rise, up to the frame that reaches the top."""
+        rules = self.rules
         if self._lying is not None and self._from_lying:
             _, _, lying = self._lying
             attempt.set("start_torso_inclination_deg", lying.torso_inclination_deg)
@@ -244,8 +251,6 @@ class SitUpScorer(ExerciseScorer[SitUpFrame]):
         self._hands.update(
             hands is not None and hands > rules.hands_max_ratio, self._frame_period_s
         )
-        if self._hip.at_most <= rules.up_hip_max_deg:
-            self._phase = Phase.BOTTOM
 
     def _while_rising(
         self, attempt: Attempt, frame_index: int, time_s: float, measure: SitUpFrame, lying: bool
@@ -259,12 +264,14 @@ class SitUpScorer(ExerciseScorer[SitUpFrame]):
             self._lie_down(frame_index, time_s, measure)
             return [foul]
         if self._phase is Phase.BOTTOM:
-            if self._hip.at_least > rules.up_hip_max_deg + TOP_EXIT_MARGIN_DEG:
+            if lying or self._hip.at_least > rules.up_hip_max_deg + TOP_EXIT_MARGIN_DEG:
                 event = self._judged(self._faults(attempt), attempt, frame_index, time_s)
                 self._attempt = None
                 self._phase = Phase.RETURNING
                 self._most_open_deg = self._hip.at_least
                 self._most_open = (frame_index, time_s)
+                if lying:
+                    self._lie_down(frame_index, time_s, measure)
                 return [event]
             self._track(attempt, frame_index, time_s, measure)
             return []

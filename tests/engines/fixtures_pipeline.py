@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import onnx
 import pytest
@@ -40,6 +42,20 @@ def shared_clip(name: str) -> tuple[Path, Path]:
     if not (video.is_file() and reference.is_file()):
         pytest.skip(f"shared footage {name} not found under {SHARED_DIR} (it is not in the repo)")
     return video, reference
+
+
+def write_video(path: Path, frame_count: int, rate: int = 25) -> None:
+    """A small 64×48 MPEG-4 clip whose frame k is uniformly grey at 20·k."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.time_base = Fraction(1, rate)
+        for index in range(frame_count):
+            image = np.full((48, 64, 3), index * 20, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
 
 
 def has_heatmap_output(path: Path) -> bool:
