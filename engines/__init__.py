@@ -65,6 +65,8 @@ class PoseEngine(Protocol):
 
     ``infer`` takes at most one frame per camera (tracking is sequential per camera) and returns one
     result per frame, in order: a :class:`Pose`, or ``None`` when no person was found.
+    The BlazePose engine also accepts concurrent ``infer`` calls from several threads as long as
+    they share no camera: on a CPU that is how both cores get used (one batch worker per core).
     """
 
     @property

@@ -328,15 +328,16 @@ class TensorRtRunner:
                     max_batch=max_batch,
                 )
                 models.append(_Model(trt, engine, self._cuda, max_batch))
+            detector, landmark = models
+            missing = [name for name in DETECTOR_OUTPUTS if name not in detector.output_names]
+            missing += [name for name in LANDMARK_OUTPUTS if name not in landmark.output_names]
+            if missing:
+                raise EngineError(f"engines lack outputs {missing}")
         except BaseException:
             for model in models:
                 model.buffers.close()
             raise
-        self._detector, self._landmark = models
-        missing = [name for name in DETECTOR_OUTPUTS if name not in self._detector.output_names]
-        missing += [name for name in LANDMARK_OUTPUTS if name not in self._landmark.output_names]
-        if missing:
-            raise EngineError(f"engines lack outputs {missing}")
+        self._detector, self._landmark = detector, landmark
         self._landmark_outputs = list(LANDMARK_OUTPUTS)
         if HEATMAP_OUTPUT in self._landmark.output_names:
             self._landmark_outputs.append(HEATMAP_OUTPUT)

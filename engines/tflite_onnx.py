@@ -24,8 +24,9 @@ Model outputs (checked against the TFLite runtime in tests/engines/test_converte
   keypoint regressors, ``Identity_1`` [batch, 2254, 1] score logits.
 - landmarks (input ``input_1`` [batch, 256, 256, 3]), with :data:`LANDMARK_OUTPUTS`:
   ``Identity`` [batch, 195] landmarks, ``Identity_1`` [batch, 1] pose flag (a probability),
-  ``Identity_4`` [batch, 117] world landmarks; the segmentation (``Identity_2``) and heatmap
-  (``Identity_3``) heads are pruned.
+  ``Identity_3`` [batch, 64, 64, 39] heatmaps (MediaPipe refines every landmark with them; without
+  them landmarks land about 9 px from MediaPipe's at 720p), ``Identity_4`` [batch, 117] world
+  landmarks; the segmentation head (``Identity_2``) is pruned.
 """
 
 from __future__ import annotations
@@ -45,15 +46,16 @@ from engines.tflite_reader import Graph, Operator, Tensor, densify, dequantize, 
 
 logger = logging.getLogger(__name__)
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"
 """Bump whenever the ONNX this module writes could change; recorded in the models manifest."""
 
 OPSET = 17
 IR_VERSION = 8
 BATCH_DIMENSION = "batch"
 
-LANDMARK_OUTPUTS = ("Identity", "Identity_1", "Identity_4")
-"""Outputs kept from ``pose_landmark_full.tflite``: landmarks, pose flag, world landmarks."""
+LANDMARK_OUTPUTS = ("Identity", "Identity_1", "Identity_3", "Identity_4")
+"""Outputs kept from ``pose_landmark_full.tflite``: landmarks, pose flag, heatmaps, world
+landmarks (only the segmentation head is pruned)."""
 
 SUPPORTED_OPERATORS = frozenset(
     {

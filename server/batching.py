@@ -5,8 +5,9 @@ the slot still holds an older frame, the older one is skipped (and counted). So 
 behind, every camera loses frames evenly instead of queueing without bound. Scoring works on frame
 timestamps, so a skipped frame never breaks a repetition.
 
-One batch thread per engine takes at most one frame from each camera, up to ``max_batch``. It waits
-up to ``max_wait_ms`` after the first frame for the other cameras' frames (a batch is worth more on
+Batch threads (one per engine, or one per core on a CPU, where two callers of one thread each beat
+one caller of two threads) take at most one frame from each camera, up to ``max_batch``. A batch
+waits up to ``max_wait_ms`` after the first frame for the other cameras' frames (a batch is worth more on
 a GPU than on a CPU, where the engine's preferred batch is small). Cameras are served oldest-frame
 first, so none is starved. A camera with a frame in flight is not served again until its result is
 back, because per-camera tracking is sequential.
@@ -64,8 +65,11 @@ class FrameBatcher:
         *,
         max_batch: int,
         max_wait_ms: float,
+        workers: int = 1,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
+        """``workers`` batch threads share the engine; the engine must accept concurrent
+        ``infer`` calls on different cameras (the ONNX Runtime engine does)."""
         self._engine = engine
         # The runtime states the batch it is most efficient at (1-2 on a CPU, larger on a GPU).
         self._max_batch = max(1, min(max_batch, engine.max_batch, engine.preferred_batch))
@@ -74,21 +78,30 @@ class FrameBatcher:
         self._slots: dict[str, _Slot] = {}
         self._condition = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="fitscore-batcher", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"fitscore-batcher-{number}", daemon=True)
+            for number in range(max(1, workers))
+        ]
 
     @property
     def max_batch(self) -> int:
         return self._max_batch
 
+    @property
+    def workers(self) -> int:
+        return len(self._threads)
+
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout_s)
 
     def register(self, camera_id: str, sink: CameraSink) -> None:
         """Start accepting frames of ``camera_id``; its tracker starts afresh."""

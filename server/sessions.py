@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -99,16 +100,25 @@ class SessionManager:
             )
         engine = await asyncio.to_thread(self._engine_factory)
         engine_settings = self._settings.engine
+        workers = engine_settings.workers or (
+            1 if engine_settings.runtime == "tensorrt" else os.cpu_count() or 1
+        )
         batcher = FrameBatcher(
             engine,
             max_batch=engine_settings.max_batch,
             max_wait_ms=engine_settings.max_wait_ms,
+            workers=workers,
             on_batch=self._metrics.observe_batch,
         )
         batcher.start()
         self._engine, self._batcher = engine, batcher
         self._registry.start()
-        logger.info("pose engine %s ready (batch up to %d)", engine.name, batcher.max_batch)
+        logger.info(
+            "pose engine %s ready (batch up to %d, %d workers)",
+            engine.name,
+            batcher.max_batch,
+            batcher.workers,
+        )
 
     # --- the RPCs ---------------------------------------------------------------------------
 

@@ -35,7 +35,10 @@ class EngineSettings:
     max_wait_ms: float = 10.0
     """How long the batcher waits for more cameras' frames before running a partial batch."""
     threads: int = 0
-    """Inference threads; 0 = the runtime's own choice for this machine."""
+    """ONNX Runtime intra-op threads per model call; 0 = the runtime's choice (1 on a CPU)."""
+    workers: int = 0
+    """Batch threads calling the engine at once (on different cameras); 0 = one per core for
+    ONNX Runtime, 1 for TensorRT."""
 
 
 @dataclass(frozen=True)

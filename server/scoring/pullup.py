@@ -260,9 +260,10 @@ class PullUpScorer(ExerciseScorer[PullUpFrame]):
     def _while_pulling(
         self, attempt: Attempt, frame_index: int, time_s: float, measure: PullUpFrame
     ) -> list[ScoringEvent]:
+        before_deg = attempt.measures.get("min_elbow_angle_deg", math.inf)
         self._track(frame_index, time_s, measure)
         deepest_deg = attempt.measures.get("min_elbow_angle_deg", math.inf)
-        if self._extension.at_least >= self._opened_deg:
+        if deepest_deg < before_deg or self._extension.at_least >= self._opened_deg:
             self._opened_deg = self._extension.at_least
             self._opened = (frame_index, time_s)
         climbed = self._opened_deg >= deepest_deg + REVERSAL_DEG

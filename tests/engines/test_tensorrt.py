@@ -338,3 +338,14 @@ def test_tensorrt_fp16_matches_onnxruntime_fp32(model_files: ModelFiles, tmp_pat
     assert np.median(np.abs(gpu.landmarks - cpu.landmarks)) < 1.0  # crop pixels
     np.testing.assert_allclose(gpu.pose_flag, cpu.pose_flag, atol=0.05)
     gpu_runner.close()
+
+
+def test_a_failed_start_frees_what_it_allocated(
+    tmp_path: Path, fake: FakeTensorRt, cuda: FakeCuda
+) -> None:
+    detector, landmark = tmp_path / "pose_detection.onnx", tmp_path / "pose_landmark_full.onnx"
+    onnx.save(tiny_model(224, DETECTOR_OUTPUTS), str(detector))
+    onnx.save(tiny_model(256, {"Identity": (195,)}), str(landmark))  # no pose flag
+    with pytest.raises(EngineError, match="Identity_1"):
+        make_runner((detector, landmark), fake, cuda)
+    assert (cuda.memory, cuda.host) == ({}, {})

@@ -150,7 +150,7 @@ def animate(start: Pose, moves: Sequence[Move[Pose]], fps: float) -> list[tuple[
         previous = move.target
     total_s = time_s
     samples: list[tuple[float, Pose]] = []
-    count = int(math.floor(total_s * fps + 1e-9)) + 1
+    count = math.floor(total_s * fps + 1e-9) + 1
     segment = 0
     for index in range(count):
         t = index / fps

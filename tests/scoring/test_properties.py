@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,8 +18,8 @@ from tests.scoring.bodies import (
     PullUpPose,
     PushUpPose,
     SitUpPose,
-    push_up_reps,
     pull_up_reps,
+    push_up_reps,
     render_pull_up,
     render_push_up,
     render_sit_up,
@@ -78,7 +79,7 @@ def counts_by_level(
 
 
 def assert_never_more_at_a_stricter_level(counts: list[int]) -> None:
-    for easier, harder in zip(counts, counts[1:], strict=False):
+    for easier, harder in itertools.pairwise(counts):
         assert harder <= easier, f"counts by level 1..5: {counts}"
 
 

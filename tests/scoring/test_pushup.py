@@ -67,29 +67,34 @@ def test_the_scorer_reports_its_phase() -> None:
 
 
 FOULS = [
-    pytest.param(dict(depth_deg=105.0), FoulCode.NOT_LOW_ENOUGH, id="elbow-not-bent-enough"),
     pytest.param(
-        dict(depth_deg=80.0, bottom=PushUpPose(forearm_tilt_deg=35.0)),
+        push_up_reps(1, depth_deg=105.0), FoulCode.NOT_LOW_ENOUGH, id="elbow-not-bent-enough"
+    ),
+    pytest.param(
+        push_up_reps(1, depth_deg=80.0, bottom=PushUpPose(forearm_tilt_deg=35.0)),
         FoulCode.NOT_LOW_ENOUGH,
         id="elbow-bent-but-shoulder-above-elbow",
     ),
     pytest.param(
-        dict(depth_deg=100.0, bottom=PushUpPose(forearm_tilt_deg=-30.0)),
+        push_up_reps(1, depth_deg=100.0, bottom=PushUpPose(forearm_tilt_deg=-30.0)),
         FoulCode.NOT_LOW_ENOUGH,
         id="shoulder-below-elbow-but-elbow-open",
     ),
-    pytest.param(dict(bottom=PushUpPose(hip_offset_cm=20.0)), FoulCode.HIPS_SAGGING, id="hips-sag"),
     pytest.param(
-        dict(bottom=PushUpPose(hip_offset_cm=-20.0)), FoulCode.HIPS_RAISED, id="hips-raised"
+        push_up_reps(1, bottom=PushUpPose(hip_offset_cm=20.0)), FoulCode.HIPS_SAGGING, id="hips-sag"
+    ),
+    pytest.param(
+        push_up_reps(1, bottom=PushUpPose(hip_offset_cm=-20.0)),
+        FoulCode.HIPS_RAISED,
+        id="hips-raised",
     ),
 ]
 
 
-@pytest.mark.parametrize(("form", "code"), FOULS)
+@pytest.mark.parametrize(("faulty", "code"), FOULS)
 def test_each_form_fault_is_a_foul_and_the_test_goes_on(
-    form: dict[str, object], code: FoulCode
+    faulty: list[Move[PushUpPose]], code: FoulCode
 ) -> None:
-    faulty = push_up_reps(1, **form)  # type: ignore[arg-type]
     outcome = run(PUSH_UP, script(*push_up_reps(1), *faulty, *push_up_reps(1)))
     assert outcome.rep_count == 2
     assert outcome.foul_codes == [code]

@@ -145,5 +145,5 @@ def test_levels_outside_one_to_five_are_refused(level: int) -> None:
 
 
 def test_rules_fields_match_the_file_exactly() -> None:
-    names = {field for field in PushUpRules.__dataclass_fields__}
+    names = set(PushUpRules.__dataclass_fields__)
     assert names == set(tomllib.loads(SHIPPED_TEXT)["pushup"]["level5"])

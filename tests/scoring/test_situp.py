@@ -36,21 +36,24 @@ def test_clean_sit_ups_count_at_the_top_with_evidence() -> None:
 
 
 FOULS = [
-    pytest.param(dict(top_deg=50.0), FoulCode.NOT_UP, id="not-up"),
+    pytest.param(sit_up_reps(1, top_deg=50.0), FoulCode.NOT_UP, id="not-up"),
     pytest.param(
-        dict(top=SitUpPose(hands_forward=1.0)), FoulCode.HANDS_OFF_HEAD, id="hands-off-head"
+        sit_up_reps(1, top=SitUpPose(hands_forward=1.0)),
+        FoulCode.HANDS_OFF_HEAD,
+        id="hands-off-head",
     ),
     pytest.param(
-        dict(top_deg=95.0, top=SitUpPose(hip_lift_cm=15.0)), FoulCode.HIPS_LIFTED, id="hips-lifted"
+        sit_up_reps(1, top_deg=95.0, top=SitUpPose(hip_lift_cm=15.0)),
+        FoulCode.HIPS_LIFTED,
+        id="hips-lifted",
     ),
 ]
 
 
-@pytest.mark.parametrize(("form", "code"), FOULS)
+@pytest.mark.parametrize(("faulty", "code"), FOULS)
 def test_each_form_fault_is_a_foul_and_the_test_goes_on(
-    form: dict[str, object], code: FoulCode
+    faulty: list[Move[SitUpPose]], code: FoulCode
 ) -> None:
-    faulty = sit_up_reps(1, **form)  # type: ignore[arg-type]
     outcome = run(SIT_UP, script(*sit_up_reps(1), *faulty, *sit_up_reps(1)))
     assert outcome.rep_count == 2
     assert outcome.foul_codes == [code]

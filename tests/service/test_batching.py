@@ -170,3 +170,27 @@ def test_unregister_returns_the_waiting_frame(batcher: FrameBatcher, engine: Fak
     assert waiting is not None
     assert waiting.index == 1
     assert not batcher.submit(_frame("cam1", 2))
+
+
+def test_two_workers_never_share_a_camera() -> None:
+    engine = FakeEngine(preferred_batch=1)
+    engine.gate.clear()
+    batcher = FrameBatcher(engine, max_batch=1, max_wait_ms=0, workers=2)
+    recorders = {"a": Recorder(), "b": Recorder()}
+    for name, recorder in recorders.items():
+        batcher.register(name, recorder.sink())
+    batcher.start()
+    try:
+        for index in range(3):
+            for name in recorders:
+                batcher.submit(_frame(name, index))
+        engine.gate.set()
+        for recorder in recorders.values():
+            recorder.wait_for(3)
+    finally:
+        batcher.stop()
+    assert batcher.workers == 2
+    for recorder in recorders.values():
+        judged = recorder.results
+        assert judged == sorted(judged)  # a camera's frames are judged in order
+        assert judged[-1] == 2
