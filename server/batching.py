@@ -5,12 +5,12 @@ the slot still holds an older frame, the older one is skipped (and counted). So 
 behind, every camera loses frames evenly instead of queueing without bound. Scoring works on frame
 timestamps, so a skipped frame never breaks a repetition.
 
-Batch threads (one per engine, or one per core on a CPU, where two callers of one thread each beat
-one caller of two threads) take at most one frame from each camera, up to ``max_batch``. A batch
-waits up to ``max_wait_ms`` after the first frame for the other cameras' frames (a batch is worth more on
-a GPU than on a CPU, where the engine's preferred batch is small). Cameras are served oldest-frame
-first, so none is starved. A camera with a frame in flight is not served again until its result is
-back, because per-camera tracking is sequential.
+Batch threads (one per engine, or one per core on a CPU, where two callers of one thread each
+beat one caller of two threads) take at most one frame from each camera, up to ``max_batch``. A
+batch waits up to ``max_wait_ms`` after the first frame for the other cameras' frames (a batch is
+worth more on a GPU than on a CPU, where the engine's preferred batch is small). Cameras are served
+oldest-frame first, so none is starved. A camera with a frame in flight is not served again until
+its result is back, because per-camera tracking is sequential.
 """
 
 from __future__ import annotations
