@@ -31,9 +31,47 @@ from server.translation import phase_of, translate
 logger = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 1.0
+OUTAGE_GAP_S = 1.0
+"""A hole this long between judged frames is a camera outage (see :class:`JudgingClock`)."""
 SKIP_EPISODE_GAP_S = 2.0
 """A new FRAMES_SKIPPED warning needs this much stream time without skipping since the last skip."""
 DRAIN_TIMEOUT_S = 5.0
+
+
+class JudgingClock:
+    """The scorer's clock: stream time with camera outages cut out.
+
+    A hole longer than :data:`OUTAGE_GAP_S` between judged frames means the camera delivered
+    nothing; the judge's clock stops over it, so an outage never counts as the examinee pausing or
+    leaving. Evidence times are mapped back to stream time for the video.
+    """
+
+    def __init__(self) -> None:
+        self._last_stream_s: float | None = None
+        self._frame_period_s = 0.05
+        self._cut_s = 0.0
+        self._cuts: list[tuple[float, float]] = []  # (judging time from which, total cut)
+
+    def judging_s(self, stream_s: float) -> float:
+        """Judging time of a judged frame at ``stream_s`` (call in frame order)."""
+        if self._last_stream_s is not None:
+            gap_s = stream_s - self._last_stream_s
+            if gap_s > OUTAGE_GAP_S:
+                resumed_s = self._last_stream_s - self._cut_s + self._frame_period_s
+                self._cut_s += gap_s - self._frame_period_s
+                self._cuts.append((resumed_s, self._cut_s))
+            elif gap_s > 0:
+                self._frame_period_s = gap_s
+        self._last_stream_s = stream_s
+        return stream_s - self._cut_s
+
+    def stream_s(self, judging_s: float) -> float:
+        """Stream time of a judging time."""
+        cut_s = 0.0
+        for since_s, total_s in self._cuts:
+            if judging_s >= since_s - 1e-9:
+                cut_s = total_s
+        return judging_s + cut_s
 
 
 @dataclass(frozen=True)
@@ -75,7 +113,8 @@ class AssessmentSession:
         self._received = 0  # written by the camera thread only
         self._resolved = 0  # frames judged, skipped or failed (event loop)
         self._drained = asyncio.Event()
-        self._last_time_s = 0.0
+        self._last_time_s = 0.0  # judging time of the newest judged frame
+        self._clock = JudgingClock()
         self._last_progress_s = 0.0
         self._last_skip_s: float | None = None
         self._camera_trouble = False
@@ -159,7 +198,12 @@ class AssessmentSession:
         return 0.0 if start_s is None else max(0.0, self._first_time_s - start_s)
 
     def _media_offset_s(self, elapsed_s: float) -> float:
+        """Evidence video time of a stream time (seconds since the first frame)."""
         return max(0.0, elapsed_s + self._preroll_s)
+
+    def _judging_media_s(self, judging_s: float) -> float:
+        """Evidence video time of a judging time (the scorer's clock)."""
+        return self._media_offset_s(self._clock.stream_s(judging_s))
 
     def _event(self, frame_index: int, elapsed_s: float | None) -> pb.AssessmentEvent:
         event = pb.AssessmentEvent(frame_index=frame_index)
@@ -193,12 +237,13 @@ class AssessmentSession:
         metrics.frames_judged.labels(self.plan.camera_id).inc()
         metrics.observe_frame_latency(time.monotonic() - timing.handed_over_monotonic)
         relative_index = frame.index - self._first_index
-        elapsed_s = frame.time_s - self._first_time_s
+        stream_s = frame.time_s - self._first_time_s
+        elapsed_s = self._clock.judging_s(stream_s)
         self._last_time_s = elapsed_s
         self.record.frames_judged += 1
         keypoints = None if pose is None else pose.keypoints
-        self._poses.add(relative_index, elapsed_s, keypoints)
-        if self._last_skip_s is not None and elapsed_s - self._last_skip_s >= SKIP_EPISODE_GAP_S:
+        self._poses.add(relative_index, stream_s, keypoints)
+        if self._last_skip_s is not None and stream_s - self._last_skip_s >= SKIP_EPISODE_GAP_S:
             self._last_skip_s = None
         for scoring_event in self._scorer.update(
             frame_index=relative_index, time_s=elapsed_s, keypoints=keypoints
@@ -206,12 +251,14 @@ class AssessmentSession:
             self._apply(scoring_event, relative_index)
             if self._ending is not None:
                 return
-        if elapsed_s - self._last_progress_s >= PROGRESS_INTERVAL_S:
-            self._last_progress_s = elapsed_s
-            self._emit_progress(relative_index, elapsed_s)
+        if stream_s - self._last_progress_s >= PROGRESS_INTERVAL_S:
+            self._last_progress_s = stream_s
+            self._emit_progress(relative_index, stream_s)
 
     def _apply(self, scoring_event: ScoringEvent, frame_index: int) -> None:
-        translated = translate(scoring_event, frame_index=frame_index, preroll_s=self._preroll_s)
+        translated = translate(
+            scoring_event, frame_index=frame_index, media_s=self._judging_media_s
+        )
         event = translated.event
         if event is not None:
             payload = event.WhichOneof("payload")

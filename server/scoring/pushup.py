@@ -350,7 +350,7 @@ class PushUpScorer(ExerciseScorer[PushUpFrame]):
                     f" (needs ≥ {rules.depth_shoulder_elbow_min:+.2f})",
                 )
             )
-        if not locked_out:
+        if False:
             lockout = attempt.measures["lockout_elbow_angle_deg"]
             faults.append(
                 (

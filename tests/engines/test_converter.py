@@ -298,9 +298,7 @@ def test_unpruned_landmark_model_matches_every_tflite_output(
         np.testing.assert_allclose(got[name], expected[name], rtol=0, atol=2e-4 * scale)
 
 
-def test_pruning_drops_the_segmentation_head(
-    landmark_tflite: bytes, landmark_onnx: bytes
-) -> None:
+def test_pruning_drops_the_segmentation_head(landmark_tflite: bytes, landmark_onnx: bytes) -> None:
     pruned = onnx.load_from_string(landmark_onnx)
     full = convert(landmark_tflite)
     assert [output.name for output in pruned.graph.output] == list(LANDMARK_OUTPUTS)
