@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engines.models import DEFAULT_MODEL_DIR, fetch_command
+from server import evaluation
 from server.app import create_server
 from server.settings import Settings, SettingsError, load_settings
 
@@ -43,6 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", type=Path, default=DEFAULT_MODEL_DIR, help=f"default {DEFAULT_MODEL_DIR}"
     )
     fetch.set_defaults(handler=lambda arguments: fetch_command(arguments.dir))
+
+    score = commands.add_parser(
+        "score", help="judge a recorded video (or saved keypoints) the way a live assessment is"
+    )
+    evaluation.add_score_arguments(score)
+    score.set_defaults(handler=evaluation.score_command)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="judge hand-counted clips from a manifest and print the accuracy"
+    )
+    evaluation.add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(handler=evaluation.evaluate_command)
     return parser
 
 

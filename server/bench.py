@@ -1,21 +1,17 @@
 """`fitscore-server bench`: how many cameras one server judges in real time, through the real path.
 
-Each run starts the real server in this process (real engine, real cameras, real recorders),
-starts one timed assessment on each of N cameras over gRPC, follows every event stream until
-``Finished`` and reports what the server did: frames received, judged and skipped, frame→event
-latency (camera hand-over → judgement on the event loop; decoding is before the hand-over), CPU
-(100 % = one core, this process only), RSS, and where the CPU went, thread by thread.
+Each run starts the real server in this process (engine, cameras, recorders), starts one timed
+assessment on each of N cameras over gRPC, follows every event stream to ``Finished`` and reports
+frames received, judged and skipped, frame→event latency (camera hand-over → judgement on the
+event loop; decoding comes before the hand-over), CPU (100 % = one core, this process), RSS, and
+CPU per thread group. Cameras read the source as ``file://`` (paced at its frame rate) or, with
+``--rtsp``, from the GStreamer RTSP test server. A source not at ``--fps`` (or shorter than a run)
+is transcoded once (libx264, same size, GOP = fps, no B-frames) into the cache directory.
 
-Cameras read the source as ``file://`` (paced at its frame rate, as a camera would deliver it) or,
-with ``--rtsp``, from the GStreamer RTSP test server. A source whose frame rate differs from
-``--fps`` (or that is shorter than a run) is transcoded once with libx264 (same size, GOP = fps,
-no B-frames) into the cache directory.
-
-A run holds real time when every assessment completed, the cameras delivered ≥ 97 % of
-``seconds × fps × N`` frames, ≤ 1 % were skipped, and every camera's stream time advanced at
-≥ 0.97 of wall time (a paced file that cannot be decoded fast enough falls behind instead of
-losing frames, so the frame count alone cannot show it). ``--sweep`` finds the largest such N.
-``--soak`` (see :mod:`server.soak`) runs for minutes with camera faults instead.
+A run holds real time when every assessment completed, ≥ 97 % of ``seconds × fps × N`` frames
+arrived, ≤ 1 % were skipped, and every camera's stream time kept pace with wall time (≥ 0.97: a
+paced file that decodes too slowly falls behind instead of losing frames). ``--sweep`` finds the
+largest such N; ``--soak`` (:mod:`server.soak`) runs for minutes with camera faults instead.
 """
 
 from __future__ import annotations
@@ -25,6 +21,7 @@ import asyncio
 import contextlib
 import datetime
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -62,6 +59,8 @@ MAX_SKIPPED_PCT = 1.0
 MIN_PACE = 0.97
 SOURCE_MARGIN_S = 5.0
 """A transcoded source lasts the run plus this (the camera opens before the clock starts)."""
+CAMERA_BITRATE_BPS = 2_000_000
+"""Transcodes aim at a typical 720p camera's bit rate (decoding cost grows with it)."""
 RSS_SAMPLE_INTERVAL_S = 0.5
 FOLLOW_TIMEOUT_MARGIN_S = 60.0
 
@@ -82,7 +81,8 @@ def prepare_source(source: Path, *, fps: int, min_seconds: float, cache_dir: Pat
     stat = source.stat()
     identity = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
     key = hashlib.sha256(identity).hexdigest()[:12]
-    target = cache_dir / f"{source.stem}-{width}x{height}-{fps}fps-{length_s}s-{key}.mp4"
+    name = f"{source.stem}-{width}x{height}-{fps}fps-{length_s}s-{CAMERA_BITRATE_BPS // 1000}k"
+    target = cache_dir / f"{name}-{key}.mp4"
     if target.is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -112,11 +112,11 @@ def _transcode(source: Path, target: Path, *, fps: int, rate: float, frame_total
             rate=fps,
             options={
                 "preset": "veryfast",
-                "crf": "23",
                 "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:bframes=0",
             },
         )
         stream.pix_fmt = "yuv420p"
+        stream.bit_rate = CAMERA_BITRATE_BPS
         stream.codec_context.time_base = Fraction(1, fps)
         stream.codec_context.gop_size = fps
         stream.codec_context.max_b_frames = 0
@@ -142,26 +142,18 @@ def _transcode(source: Path, target: Path, *, fps: int, rate: float, frame_total
 def rss_mib() -> float:
     """Resident set size of this process (VmRSS), MiB."""
     with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024.0
 
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process, all threads."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of another process (the RTSP server), None when it is gone."""
+def _cpu_s(stat_path: str) -> float | None:
+    """User + system CPU seconds from a /proc …/stat file; None when the task is gone."""
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        with open(stat_path, encoding="ascii") as stat:
             fields = stat.read().rpartition(")")[2].split()
     except OSError:
         return None
@@ -171,8 +163,8 @@ def _process_cpu_seconds(pid: int) -> float | None:
 def _thread_group(name: str | None) -> str:
     if name is None:
         return "native (FFmpeg decoders, gRPC core)"
-    if name == "fitscore-batcher":
-        return "batcher (pose inference)"
+    if name.startswith("fitscore-batcher"):
+        return "batchers (pose inference)"
     if name.startswith("camera-"):
         return "cameras (demux, decode, RGB, recording)"
     if name == "MainThread":
@@ -183,29 +175,48 @@ def _thread_group(name: str | None) -> str:
 def thread_cpu_seconds() -> dict[int, tuple[str, float]]:
     """Every live thread of this process: native id → (group, user + system CPU seconds)."""
     names = {thread.native_id: thread.name for thread in threading.enumerate()}
-    ticks_per_s = os.sysconf("SC_CLK_TCK")
-    threads: dict[int, tuple[str, float]] = {}
+    threads = {}
     for entry in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{entry}/stat", encoding="ascii") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue  # the thread ended meanwhile
-        group = _thread_group(names.get(int(entry)))
-        threads[int(entry)] = (group, (int(fields[11]) + int(fields[12])) / ticks_per_s)
+        seconds = _cpu_s(f"/proc/self/task/{entry}/stat")
+        if seconds is not None:
+            threads[int(entry)] = (_thread_group(names.get(int(entry))), seconds)
     return threads
 
 
-def _cpu_by_group(
-    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], total_s: float
-) -> dict[str, float]:
-    """CPU seconds per thread group between two snapshots; threads that ended are 'exited'."""
-    groups: dict[str, float] = {}
-    for thread_id, (group, seconds) in after.items():
-        spent = seconds - before.get(thread_id, (group, 0.0))[1]
-        groups[group] = groups.get(group, 0.0) + spent
-    groups["exited threads"] = max(0.0, total_s - sum(groups.values()))
-    return groups
+@dataclass(frozen=True)
+class _Snapshot:
+    """The process and server counters at one moment; two of them make a run's figures."""
+
+    wall_s: float
+    cpu_s: float
+    threads: dict[int, tuple[str, float]]
+    inference_s: float
+    batches: float
+    batched_frames: float
+    rtsp_cpu_s: float | None
+
+    @classmethod
+    def take(cls, running: FitscoreServer, rtsp_pid: int | None) -> _Snapshot:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        value = running.metrics.registry.get_sample_value
+        return cls(
+            wall_s=time.monotonic(),
+            cpu_s=usage.ru_utime + usage.ru_stime,
+            threads=thread_cpu_seconds(),
+            inference_s=value("fitscore_inference_seconds_sum") or 0.0,
+            batches=value("fitscore_batch_size_count") or 0.0,
+            batched_frames=value("fitscore_batch_size_sum") or 0.0,
+            rtsp_cpu_s=None if rtsp_pid is None else _cpu_s(f"/proc/{rtsp_pid}/stat"),
+        )
+
+    def cpu_by_thread_pct(self, before: _Snapshot) -> dict[str, float]:
+        """Per thread group, % of one core; threads that ended meanwhile are 'exited'."""
+        wall_s, groups = self.wall_s - before.wall_s, {"exited threads": self.cpu_s - before.cpu_s}
+        for thread_id, (group, seconds) in self.threads.items():
+            spent = seconds - before.threads.get(thread_id, (group, 0.0))[1]
+            groups[group] = groups.get(group, 0.0) + spent
+            groups["exited threads"] -= spent
+        return {group: 100 * max(0.0, spent) / wall_s for group, spent in sorted(groups.items())}
 
 
 # --- one run -------------------------------------------------------------------------------------
@@ -248,9 +259,13 @@ def stream_pace(events: list[pb.AssessmentEvent]) -> float | None:
     progress = [event for event in events if event.HasField("progress")]
     if started is None or not progress:
         return None
-    wall_s = (progress[-1].time.ToNanoseconds() - started.time.ToNanoseconds()) / 1e9
-    stream_s = progress[-1].progress.elapsed.ToNanoseconds() / 1e9
-    return stream_s / wall_s if wall_s > 0 else None
+    wall_ns = progress[-1].time.ToNanoseconds() - started.time.ToNanoseconds()
+    return progress[-1].progress.elapsed.ToNanoseconds() / wall_ns if wall_ns > 0 else None
+
+
+def count_end_reasons(finals: list[pb.Assessment]) -> dict[str, int]:
+    names = [pb.EndReason.Name(final.end_reason).removeprefix("END_REASON_") for final in finals]
+    return {name: names.count(name) for name in sorted(set(names))}
 
 
 @dataclass(frozen=True)
@@ -271,6 +286,7 @@ class BenchRun:
     received_pct: float
     skipped_pct: float
     pace_min: float | None
+    """The slowest camera's stream seconds per wall second (1.0 = real time)."""
     end_reasons: dict[str, int]
     latency_samples: int
     latency_p50_ms: float | None
@@ -281,17 +297,29 @@ class BenchRun:
     rtsp_server_cpu_pct: float | None
     rss_mib_max: float
     rss_mib_end: float
+    inference_workers: int
     inference_batches: int
     mean_batch_size: float | None
     mean_inference_ms: float | None
-    batcher_busy_pct: float
+    inference_busy_pct: float
+    """Time inside engine.infer per wall time, all workers together (100 = one worker busy)."""
     load_average_start: list[float]
     load_average_end: list[float]
     cores: int = field(default_factory=lambda: os.cpu_count() or 1)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, floats rounded to what the measurement can tell."""
+        return {key: _rounded(value) for key, value in asdict(self).items()}
 
-def _sample(running: FitscoreServer, name: str) -> float:
-    return float(running.metrics.registry.get_sample_value(name) or 0.0)
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return value
 
 
 async def _sample_rss(samples: list[float], stop: asyncio.Event) -> None:
@@ -315,74 +343,52 @@ async def measure_run(
     """Start one ``seconds``-long assessment on each of ``cameras`` cameras and measure."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         stub = pb_grpc.AssessmentServiceStub(channel)
-        duration = pb.StartAssessmentRequest().duration
-        duration.FromNanoseconds(int(seconds * 1e9))
+        request = pb.StartAssessmentRequest()
+        request.duration.FromNanoseconds(int(seconds * 1e9))
+
+        async def one(index: int) -> list[pb.AssessmentEvent]:
+            mine = pb.StartAssessmentRequest(camera_id=f"cam{index}", source_url=url_for(index))
+            mine.MergeFrom(request)
+            mine.output_path = f"cam{index}.mp4"
+            started = await stub.StartAssessment(mine)
+            return await follow_events(stub, started.assessment.assessment_id)
+
         load_start = list(os.getloadavg())
         running.metrics.recent_frame_latencies_s.clear()
-        inference_before = _sample(running, "fitscore_inference_seconds_sum")
-        batches_before = _sample(running, "fitscore_batch_size_count")
-        frames_in_batches_before = _sample(running, "fitscore_batch_size_sum")
-        rtsp_before = None if rtsp_pid is None else _process_cpu_seconds(rtsp_pid)
-        threads_before, cpu_before, wall_before = thread_cpu_seconds(), cpu_seconds(), time.time()
+        before = _Snapshot.take(running, rtsp_pid)
         rss_samples: list[float] = []
         stop_sampling = asyncio.Event()
         sampler = asyncio.create_task(_sample_rss(rss_samples, stop_sampling))
-
-        async def one(index: int) -> list[pb.AssessmentEvent]:
-            started = await stub.StartAssessment(
-                pb.StartAssessmentRequest(
-                    camera_id=f"cam{index}",
-                    source_url=url_for(index),
-                    duration=duration,
-                    output_path=f"cam{index}.mp4",
-                )
-            )
-            return await follow_events(stub, started.assessment.assessment_id)
-
-        timeout_s = seconds + FOLLOW_TIMEOUT_MARGIN_S + cameras
         followed = await asyncio.wait_for(
-            asyncio.gather(*(one(index) for index in range(cameras))), timeout_s
+            asyncio.gather(*(one(index) for index in range(cameras))),
+            seconds + FOLLOW_TIMEOUT_MARGIN_S + cameras,
         )
-        wall_s = time.time() - wall_before
-        cpu_s = cpu_seconds() - cpu_before
-        by_group = _cpu_by_group(threads_before, thread_cpu_seconds(), cpu_s)
+        after = _Snapshot.take(running, rtsp_pid)
         stop_sampling.set()
         await sampler
-    rtsp_after = None if rtsp_pid is None else _process_cpu_seconds(rtsp_pid)
     finals = [events[-1].finished.assessment for events in followed]
     paces = [pace for pace in map(stream_pace, followed) if pace is not None]
-    latencies_s = np.array(running.metrics.recent_frame_latencies_s, dtype=np.float64)
-    batches = int(_sample(running, "fitscore_batch_size_count") - batches_before)
-    inference_s = _sample(running, "fitscore_inference_seconds_sum") - inference_before
-    in_batches = _sample(running, "fitscore_batch_size_sum") - frames_in_batches_before
-    end_reasons: dict[str, int] = {}
-    for final in finals:
-        name = pb.EndReason.Name(final.end_reason).removeprefix("END_REASON_")
-        end_reasons[name] = end_reasons.get(name, 0) + 1
+    latencies_ms = 1000 * np.array(running.metrics.recent_frame_latencies_s, dtype=np.float64)
+    wall_s = after.wall_s - before.wall_s
+    batches = int(after.batches - before.batches)
+    inference_s = after.inference_s - before.inference_s
+    end_reasons = count_end_reasons(finals)
     expected = round(seconds * fps) * cameras
     received = sum(final.frames_received for final in finals)
     skipped = sum(final.frames_skipped for final in finals)
     skipped_pct = 100.0 * skipped / received if received else 100.0
     pace_min = min(paces) if len(paces) == cameras else None
-    failed = [
-        check
-        for check, passed in (
-            ("not every assessment completed", end_reasons == {"COMPLETED": cameras}),
-            (
-                f"received < {MIN_RECEIVED_FRACTION:.0%}",
-                received >= MIN_RECEIVED_FRACTION * expected,
-            ),
-            (f"skipped > {MAX_SKIPPED_PCT:g} %", skipped_pct <= MAX_SKIPPED_PCT),
-            (f"stream pace < {MIN_PACE:g}", pace_min is not None and pace_min >= MIN_PACE),
-        )
-        if not passed
-    ]
-
-    def percentile_ms(value: float) -> float | None:
-        return (
-            round(float(np.percentile(latencies_s, value)) * 1000, 2) if latencies_s.size else None
-        )
-
+    checks = {
+        "not every assessment completed": end_reasons == {"COMPLETED": cameras},
+        f"received < {MIN_RECEIVED_FRACTION:.0%}": received >= MIN_RECEIVED_FRACTION * expected,
+        f"skipped > {MAX_SKIPPED_PCT:g} %": skipped_pct <= MAX_SKIPPED_PCT,
+        f"stream pace < {MIN_PACE:g}": pace_min is not None and pace_min >= MIN_PACE,
+    }
+    failed = [check for check, passed in checks.items() if not passed]
+    percentiles = np.percentile(latencies_ms, [50, 99]) if latencies_ms.size else [None, None]
+    rtsp_s = None
+    if after.rtsp_cpu_s is not None and before.rtsp_cpu_s is not None:
+        rtsp_s = after.rtsp_cpu_s - before.rtsp_cpu_s
     return BenchRun(
         cameras=cameras,
         fps=fps,
@@ -395,56 +401,48 @@ async def measure_run(
         frames_received=received,
         frames_judged=sum(final.frames_judged for final in finals),
         frames_skipped=skipped,
-        received_pct=round(100.0 * received / expected, 2) if expected else 0.0,
-        skipped_pct=round(skipped_pct, 2),
-        pace_min=None if pace_min is None else round(pace_min, 3),
+        received_pct=100.0 * received / expected,
+        skipped_pct=skipped_pct,
+        pace_min=pace_min,
         end_reasons=end_reasons,
-        latency_samples=int(latencies_s.size),
-        latency_p50_ms=percentile_ms(50),
-        latency_p99_ms=percentile_ms(99),
-        wall_s=round(wall_s, 2),
-        cpu_pct=round(100.0 * cpu_s / wall_s, 1),
-        cpu_by_thread_pct={
-            group: round(100.0 * spent / wall_s, 1) for group, spent in sorted(by_group.items())
-        },
-        rtsp_server_cpu_pct=(
-            None
-            if rtsp_before is None or rtsp_after is None
-            else round(100.0 * (rtsp_after - rtsp_before) / wall_s, 1)
+        latency_samples=int(latencies_ms.size),
+        latency_p50_ms=None if percentiles[0] is None else float(percentiles[0]),
+        latency_p99_ms=None if percentiles[1] is None else float(percentiles[1]),
+        wall_s=wall_s,
+        cpu_pct=100.0 * (after.cpu_s - before.cpu_s) / wall_s,
+        cpu_by_thread_pct=after.cpu_by_thread_pct(before),
+        rtsp_server_cpu_pct=None if rtsp_s is None else 100.0 * rtsp_s / wall_s,
+        rss_mib_max=max(rss_samples),
+        rss_mib_end=rss_samples[-1],
+        inference_workers=sum(
+            thread.name.startswith("fitscore-batcher") for thread in threading.enumerate()
         ),
-        rss_mib_max=round(max(rss_samples), 1),
-        rss_mib_end=round(rss_samples[-1], 1),
         inference_batches=batches,
-        mean_batch_size=round(in_batches / batches, 2) if batches else None,
-        mean_inference_ms=round(1000 * inference_s / batches, 2) if batches else None,
-        batcher_busy_pct=round(100.0 * inference_s / wall_s, 1),
-        load_average_start=[round(value, 2) for value in load_start],
-        load_average_end=[round(value, 2) for value in os.getloadavg()],
+        mean_batch_size=(after.batched_frames - before.batched_frames) / batches
+        if batches
+        else None,
+        mean_inference_ms=1000 * inference_s / batches if batches else None,
+        inference_busy_pct=100.0 * inference_s / wall_s,
+        load_average_start=load_start,
+        load_average_end=list(os.getloadavg()),
     )
 
 
-@contextlib.contextmanager
-def rtsp_cameras(mounts: dict[str, Path]) -> Iterator[Any]:
-    """One GStreamer RTSP test server (tests/support/rtsp.py) looping ``mounts``."""
-    camera_type = rtsp_camera_type()
-    camera = camera_type(mounts, loop=True)
+def start_rtsp_server(mounts: dict[str, Path]) -> Any:
+    """A started GStreamer RTSP test server looping ``mounts`` (stop it).
+
+    Its controller lives with the tests (tests/support/rtsp.py), beside this package in a source
+    checkout; it needs the dev extras and Debian's python3-gi.
+    """
+    module_path = Path(__file__).resolve().parents[1] / "tests" / "support" / "rtsp.py"
+    spec = importlib.util.spec_from_file_location("fitscore_bench_rtsp", module_path)
+    if spec is None or spec.loader is None or not module_path.is_file():
+        raise SystemExit(f"bench: --rtsp and --soak need {module_path} (a source checkout)")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    camera = module.RtspCamera(mounts, loop=True)
     camera.start()
-    try:
-        yield camera
-    finally:
-        camera.stop()
-
-
-def rtsp_camera_type() -> Any:
-    """The RTSP test server's controller; it lives with the tests (run from the repository)."""
-    try:
-        from tests.support.rtsp import RtspCamera
-    except ImportError as error:
-        raise SystemExit(
-            f"bench: --rtsp and --soak need tests/support/rtsp.py from the repository ({error}); "
-            "run from the repository root with the dev extras and Debian's python3-gi"
-        ) from error
-    return RtspCamera
+    return camera
 
 
 async def bench_once(
@@ -453,36 +451,34 @@ async def bench_once(
     """A fresh server, ``cameras`` cameras on ``source`` for ``seconds``, measured."""
     with tempfile.TemporaryDirectory(prefix="fitscore-bench-") as work:
         settings = bench_settings(Path(work), model_dir, cameras, max_gap_s=10.0)
-        with contextlib.ExitStack() as stack:
-            rtsp_pid: int | None = None
-            if rtsp:
-                camera = stack.enter_context(
-                    rtsp_cameras({f"/cam{index}": source for index in range(cameras)})
-                )
-                rtsp_pid = camera.pid
-
-                def url_for(index: int) -> str:
-                    return str(camera.url(f"/cam{index}"))
-            else:
-
-                def url_for(index: int) -> str:
-                    return source.resolve().as_uri()
-
+        rtsp_server = (
+            start_rtsp_server({f"/cam{index}": source for index in range(cameras)})
+            if rtsp
+            else None
+        )
+        try:
             running = await create_server(settings)
             try:
                 await running.wait_ready()
                 return await measure_run(
                     running,
-                    url_for,
+                    lambda index: (
+                        source.resolve().as_uri()
+                        if rtsp_server is None
+                        else str(rtsp_server.url(f"/cam{index}"))
+                    ),
                     cameras=cameras,
                     fps=fps,
                     seconds=seconds,
-                    transport="rtsp" if rtsp else "file",
+                    transport="file" if rtsp_server is None else "rtsp",
                     source=source,
-                    rtsp_pid=rtsp_pid,
+                    rtsp_pid=None if rtsp_server is None else rtsp_server.pid,
                 )
             finally:
                 await running.stop(5.0)
+        finally:
+            if rtsp_server is not None:
+                rtsp_server.stop()
 
 
 # --- the sweep and the command -------------------------------------------------------------------
@@ -521,7 +517,7 @@ async def sweep(
         best, failed = (middle, failed) if await measured(middle) else (best, middle)
     return {
         "max_realtime_cameras": best,
-        "runs": [asdict(item) for item in sorted(runs, key=lambda item: item.cameras)],
+        "runs": [item.to_dict() for item in sorted(runs, key=lambda item: item.cameras)],
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "criteria": {
             "min_received_fraction": MIN_RECEIVED_FRACTION,
@@ -607,7 +603,7 @@ def bench_command(arguments: argparse.Namespace) -> int:
     else:
         single = asyncio.run(run(arguments.cameras))
         progress(single)
-        report, summary = asdict(single), ""
+        report, summary = single.to_dict(), ""
     text = json.dumps(report, indent=2)
     if arguments.output is not None:
         arguments.output.parent.mkdir(parents=True, exist_ok=True)

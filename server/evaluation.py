@@ -1,21 +1,23 @@
 """Re-judging and measuring: ``fitscore-server score`` and ``fitscore-server evaluate``.
 
 Both run the same scorers as a live assessment (:func:`server.scoring.create_scorer`), fed the
-frames of a keypoint track: MediaPipe's reference landmarks from ``shared/reference`` or the
-server's own engine run over the video. ``score_track`` is pure; ``evaluate_manifest`` reads a
-manifest of hand-counted clips (shared/media/manifest.json's format) and reports exact-count
-accuracy, off-by-one accuracy, MAE and per-repetition precision/recall against the labelled
-repetition times (domain.md §10).
+frames of a keypoint track (:class:`engines.tracks.PoseTrack`): the server's own engine run over a
+video, a track saved as ``.npz`` (an assessment's ``<video>.pose.npz``), or MediaPipe's reference
+landmarks (``shared/reference/<clip>.mediapipe.json``). ``score_track`` is pure;
+``evaluate_manifest`` reads a manifest of hand-counted clips (shared/media/manifest.json's format)
+and reports exact-count accuracy, off-by-one accuracy, MAE and per-repetition precision/recall
+against the labelled repetition times (domain.md §10).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import math
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +25,9 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from engines import EngineError, load_engine
+from engines.models import DEFAULT_MODEL_DIR
+from engines.tracks import PoseTrack, load_npz, load_reference_json, save_npz, track_video
 from server.scoring import (
     DEFAULT_LEVEL,
     Exercise,
@@ -57,28 +62,17 @@ class KeypointTrack(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class ReferenceTrack:
-    """A track read from a ``<clip>.mediapipe.json`` reference file."""
+def load_track(path: Path) -> PoseTrack:
+    """A saved keypoint track: ``.npz`` (``score --pose-out``, an assessment's ``.pose.npz``) or
+    MediaPipe's reference ``.mediapipe.json``."""
+    path = Path(path)
+    if path.name.endswith(REFERENCE_SUFFIX):
+        return load_reference_json(path)
+    return load_npz(path)
 
-    frame_index: NDArray[np.int64]
-    time_s: NDArray[np.float64]
-    keypoints: NDArray[np.float32]
 
-
-def load_reference_track(path: Path) -> ReferenceTrack:
-    """Read MediaPipe's reference landmarks: {"frames": [{"i", "t", "landmarks": 33×5 | null}]}."""
-    document = json.loads(Path(path).read_text(encoding="utf-8"))
-    frames = document["frames"]
-    keypoints = np.full((len(frames), 33, 5), np.nan, dtype=np.float32)
-    for row, frame in enumerate(frames):
-        if frame["landmarks"] is not None:
-            keypoints[row] = np.asarray(frame["landmarks"], dtype=np.float32)
-    return ReferenceTrack(
-        frame_index=np.asarray([frame["i"] for frame in frames], dtype=np.int64),
-        time_s=np.asarray([frame["t"] for frame in frames], dtype=np.float64),
-        keypoints=keypoints,
-    )
+def is_track_file(path: Path) -> bool:
+    return path.suffix == ".npz" or path.name.endswith(REFERENCE_SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -274,55 +268,57 @@ def evaluate_manifest(
     manifest_path = Path(manifest_path)
     rules = load_rules() if rules is None else rules
     entries = json.loads(manifest_path.read_text(encoding="utf-8"))
+    folder = reference_dir or manifest_path.parent.parent / "reference"
+    clips: list[ClipResult] = []
     if keypoint_source == "reference":
-        folder = reference_dir or manifest_path.parent.parent / "reference"
-
-        def track_of(video: Path) -> KeypointTrack:
-            return load_reference_track(folder / (video.stem + REFERENCE_SUFFIX))
-
+        for entry in entries:
+            track = load_reference_json(folder / (Path(entry["file"]).stem + REFERENCE_SUFFIX))
+            clips.append(_judge_clip(entry, track, level, rules, tolerance_s))
     elif keypoint_source == "engine":
-        track_of = _engine_tracker(runtime, model_dir)
+        with engine_tracker(runtime, model_dir) as track_of:
+            for entry in entries:
+                track = track_of(manifest_path.parent / entry["file"])
+                clips.append(_judge_clip(entry, track, level, rules, tolerance_s))
     else:
         raise ValueError(
             f"keypoint_source must be 'reference' or 'engine', got {keypoint_source!r}"
         )
-    clips: list[ClipResult] = []
-    for entry in entries:
-        video = manifest_path.parent / entry["file"]
-        exercise = Exercise(entry["exercise"])
-        report = score_track(track_of(video), exercise, level, rules)
-        labelled = tuple(float(value) for value in entry.get("rep_times_s", []))
-        predicted = tuple(round(rep.evidence.bottom_time_s, 3) for rep in report.reps)
-        pairs = match_rep_times(list(predicted), list(labelled), tolerance_s)
-        clips.append(
-            ClipResult(
-                file=entry["file"],
-                exercise=exercise,
-                labelled_count=int(entry["full_reps"]),
-                rep_count=report.rep_count,
-                labelled_times_s=labelled,
-                predicted_times_s=predicted,
-                matched_errors_s=tuple(round(got - want, 3) for got, want in pairs),
-                end_reason=report.end_reason,
-                violation=None if report.violation is None else report.violation.code.name,
-                fouls=report.fouls,
-            )
-        )
     return EvaluationReport(keypoint_source, level, rules.version, tolerance_s, tuple(clips))
 
 
-def _engine_tracker(runtime: str, model_dir: Path | None) -> Any:
-    """``video -> track`` through the server's own engine; imported only when asked for."""
+def _judge_clip(
+    entry: dict[str, Any], track: KeypointTrack, level: int, rules: Rules, tolerance_s: float
+) -> ClipResult:
+    exercise = Exercise(entry["exercise"])
+    report = score_track(track, exercise, level, rules)
+    labelled = tuple(float(value) for value in entry.get("rep_times_s", []))
+    predicted = tuple(round(rep.evidence.bottom_time_s, 3) for rep in report.reps)
+    pairs = match_rep_times(list(predicted), list(labelled), tolerance_s)
+    return ClipResult(
+        file=entry["file"],
+        exercise=exercise,
+        labelled_count=int(entry["full_reps"]),
+        rep_count=report.rep_count,
+        labelled_times_s=labelled,
+        predicted_times_s=predicted,
+        matched_errors_s=tuple(round(got - want, 3) for got, want in pairs),
+        end_reason=report.end_reason,
+        violation=None if report.violation is None else report.violation.code.name,
+        fouls=report.fouls,
+    )
+
+
+@contextmanager
+def engine_tracker(runtime: str, model_dir: Path | None) -> Iterator[Callable[[Path], PoseTrack]]:
+    """``video -> track`` through the server's own pose engine, closed afterwards."""
     try:
-        engines = importlib.import_module("engines")
-        tracks = importlib.import_module("engines.tracks")
-        models = importlib.import_module("engines.models")
-    except ImportError as error:
-        raise ScoringError(
-            f"the engine keypoint source needs engines.tracks, which is not available: {error}"
-        ) from error
-    engine = engines.load_engine(runtime, model_dir or models.DEFAULT_MODEL_DIR)
-    return lambda video: tracks.track_video(video, engine)
+        engine = load_engine(runtime, model_dir or DEFAULT_MODEL_DIR)
+    except (EngineError, ValueError) as error:
+        raise ScoringError(f"cannot load the pose engine ({runtime}): {error}") from error
+    try:
+        yield lambda video: track_video(video, engine)
+    finally:
+        engine.close()
 
 
 def evaluation_report_json(report: EvaluationReport) -> dict[str, Any]:
@@ -367,23 +363,24 @@ def _add_judging_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=int, default=DEFAULT_LEVEL, help="1..5 (default 5)")
     parser.add_argument("--rules", type=Path, help="judging rules file (default: the shipped one)")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--runtime", default="onnxruntime", help="pose engine runtime")
+    parser.add_argument("--runtime", default="onnxruntime", help="pose engine runtime (video)")
     parser.add_argument("--model-dir", type=Path, help="provisioned pose models")
 
 
 def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``fitscore-server score VIDEO``."""
     parser.add_argument(
-        "video", type=Path, help="a video, or a <clip>.mediapipe.json keypoint file"
+        "video",
+        type=Path,
+        help="a video (run through the pose engine), or a saved track: .npz or .mediapipe.json",
     )
     parser.add_argument(
         "--exercise", required=True, choices=[exercise.value for exercise in Exercise]
     )
     parser.add_argument(
-        "--keypoints",
-        type=Path,
-        help="judge these reference keypoints instead of running the engine",
+        "--keypoints", type=Path, help="judge this saved track instead of running the engine"
     )
+    parser.add_argument("--pose-out", type=Path, help="save the judged track here (.npz)")
     _add_judging_arguments(parser)
 
 
@@ -399,16 +396,17 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def score_command(args: argparse.Namespace) -> int:
-    """``fitscore-server score``: judge one video (or keypoint file) and print the result."""
+    """``fitscore-server score``: judge one video (or saved track) and print the result."""
     try:
         rules = load_rules(args.rules)
-        keypoints_path = args.keypoints
-        if keypoints_path is None and args.video.name.endswith(REFERENCE_SUFFIX):
-            keypoints_path = args.video
-        if keypoints_path is not None:
-            track: KeypointTrack = load_reference_track(keypoints_path)
+        source = args.keypoints or (args.video if is_track_file(args.video) else None)
+        if source is not None:
+            track = load_track(source)
         else:
-            track = _engine_tracker(args.runtime, args.model_dir)(args.video)
+            with engine_tracker(args.runtime, args.model_dir) as track_of:
+                track = track_of(args.video)
+        if args.pose_out is not None:
+            save_npz(track, args.pose_out)
         report = score_track(track, Exercise(args.exercise), args.level, rules)
     except (ScoringError, OSError, ValueError, KeyError) as error:
         print(f"fitscore-server score: {error}", file=sys.stderr)

@@ -4,9 +4,11 @@ A repetition starts from the support position with the arms locked out, descends
 returns to lockout with the body straight throughout; it is counted at the return (NY State Police:
 "not counted until you return to the up position"). Depth is judged on the extremes over the
 descent (at 20 fps the bottom lasts a few frames): the most bent elbow and the lowest shoulder
-relative to the elbow, on whichever arm is better seen. A climb that turns back down before lockout
-ends the attempt as a foul. The body line and knees are judged only when the legs are seen well
-enough (a side or 45° view; from the front they are foreshortened to nothing).
+relative to its elbow, over the arms that are seen well (the far arm of a side view, MediaPipe's
+guess, is left out; from the front both count). The bottom moment in the evidence is the middle of
+the frames where the shoulder is lowest above the hands. A climb that turns back down before
+lockout ends the attempt as a foul. The body line and knees are judged only when the legs are seen
+well enough (a side or 45° view; from the front they are foreshortened to nothing).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ START_ELBOW_MIN_DEG = 140.0
 """Arms this straight in the support position start the test. The same at every level, so every
 level's clocks start together (a stricter level then never ends later); whether each repetition
 locks out is judged against the level's own threshold."""
-ATTEMPT_ELBOW_MAX_DEG = 135.0
+ATTEMPT_ELBOW_MAX_DEG = 125.0
 """Once even the straighter elbow bends below this, a repetition is under way."""
 REVERSAL_DEG = 20.0
 """A climb of this much from the bottom that then falls back this much ended the attempt."""
@@ -350,7 +352,7 @@ class PushUpScorer(ExerciseScorer[PushUpFrame]):
                     f" (needs ≥ {rules.depth_shoulder_elbow_min:+.2f})",
                 )
             )
-        if False:
+        if not locked_out:
             lockout = attempt.measures["lockout_elbow_angle_deg"]
             faults.append(
                 (

@@ -27,7 +27,7 @@ from server.scoring.events import (
     ViolationCode,
     WarningCode,
 )
-from server.scoring.geometry import Keypoints
+from server.scoring.geometry import LANDMARK_COUNT, Keypoints
 
 MAX_FRAME_PERIOD_S = 0.2
 """A gap longer than this between judged frames counts as this much time in a condition run."""
@@ -281,18 +281,18 @@ class ExerciseScorer(ABC, Generic[FrameMeasure]):
             time_s = max(time_s, self._last_frame[1])
             self._frame_period_s = min(time_s - self._last_frame[1], MAX_FRAME_PERIOD_S)
         self._last_frame = (frame_index, time_s)
+        if keypoints is not None and (keypoints.ndim != 2 or keypoints.shape[0] < LANDMARK_COUNT):
+            raise ValueError(f"keypoints must be 33×5 BlazePose landmarks, got {keypoints.shape}")
         measure = None if keypoints is None else self._measure(keypoints)
-        events: list[ScoringEvent] = []
-        alarm = self._absence.check(measure is None, time_s)
-        if alarm is AlarmLevel.WARNING:
-            events.append(
-                self._warn(WarningCode.PERSON_NOT_VISIBLE, "no judgeable person in view", time_s)
-            )
-        elif alarm is AlarmLevel.LIMIT:
-            detail = f"no judgeable person in view for {self._absence.elapsed_s(time_s):.1f} s"
-            events.append(self._violate(ViolationCode.LEFT_POSITION, detail, time_s))
-            return events
-        if measure is not None:
+        absent = "no judgeable person in view"
+        events = self._watch(
+            self._absence,
+            measure is None,
+            time_s,
+            (WarningCode.PERSON_NOT_VISIBLE, absent),
+            (ViolationCode.LEFT_POSITION, absent),
+        )
+        if measure is not None and not self._finished:
             events.extend(self._judge(frame_index, time_s, measure))
         return events
 

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from engines.tracks import PoseTrack, load_npz
 from server.evaluation import (
-    ReferenceTrack,
     add_evaluate_arguments,
     add_score_arguments,
     evaluate_command,
     evaluate_manifest,
-    load_reference_track,
+    load_track,
     match_rep_times,
     score_command,
     score_report_json,
@@ -32,12 +32,12 @@ def push_up_frames(count: int, depth_deg: float = 60.0) -> list[Frame]:
     return frames(TOP, [hold(0.5), *push_up_reps(count, depth_deg=depth_deg)], render_push_up)
 
 
-def as_track(frames_: list[Frame]) -> ReferenceTrack:
+def as_track(frames_: list[Frame]) -> PoseTrack:
     keypoints = np.full((len(frames_), 33, 5), np.nan, dtype=np.float32)
     for row, frame in enumerate(frames_):
         if frame.keypoints is not None:
             keypoints[row] = frame.keypoints
-    return ReferenceTrack(
+    return PoseTrack(
         frame_index=np.asarray([frame.index for frame in frames_], dtype=np.int64),
         time_s=np.asarray([frame.time_s for frame in frames_], dtype=np.float64),
         keypoints=keypoints,
@@ -143,7 +143,7 @@ def labelled_clips(tmp_path: Path) -> Path:
 def test_reference_json_round_trips(tmp_path: Path) -> None:
     original = push_up_frames(1)
     write_reference(tmp_path / "clip.mediapipe.json", original)
-    track = load_reference_track(tmp_path / "clip.mediapipe.json")
+    track = load_track(tmp_path / "clip.mediapipe.json")
     assert track.keypoints.shape == (len(original), 33, 5)
     assert track.time_s[-1] == pytest.approx(original[-1].time_s)
 
@@ -220,18 +220,35 @@ def test_evaluate_command_prints_the_summary(
     assert document["per_clip"][1]["rep_count"] == 2
 
 
-def test_the_engine_source_fails_clearly_without_the_engine_tracks(
-    labelled_clips: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_engine_source_fails_clearly_without_models(
+    labelled_clips: Path, tmp_path: Path
 ) -> None:
-    import importlib
+    with pytest.raises(ScoringError, match="pose engine"):
+        evaluate_manifest(
+            labelled_clips, "engine", rules=SHIPPED_RULES, model_dir=tmp_path / "none"
+        )
 
-    real_import = importlib.import_module
 
-    def no_tracks(name: str, package: str | None = None) -> Any:
-        if name == "engines.tracks":
-            raise ImportError("No module named 'engines.tracks'")
-        return real_import(name, package)
+def test_score_saves_the_judged_track_and_rejudges_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference = tmp_path / "clip.mediapipe.json"
+    write_reference(reference, push_up_frames(2))
+    saved = tmp_path / "clip.pose.npz"
+    parser = _parser(add_score_arguments)
+    arguments = [str(reference), "--exercise", "push-up", "--json", "--pose-out", str(saved)]
+    assert score_command(parser.parse_args(arguments)) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert len(load_npz(saved)) == first["frames"]
+    assert score_command(parser.parse_args([str(saved), "--exercise", "push-up", "--json"])) == 0
+    assert json.loads(capsys.readouterr().out)["reps"] == first["reps"]
 
-    monkeypatch.setattr(importlib, "import_module", no_tracks)
-    with pytest.raises(ScoringError, match=r"engines\.tracks"):
-        evaluate_manifest(labelled_clips, "engine", rules=SHIPPED_RULES)
+
+def test_score_without_models_fails_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    arguments = [str(video), "--exercise", "sit-up", "--model-dir", str(tmp_path / "none")]
+    assert score_command(_parser(add_score_arguments).parse_args(arguments)) == 2
+    assert "pose engine" in capsys.readouterr().err

@@ -93,6 +93,13 @@ def test_dropping_off_the_bar_ends_the_test() -> None:
     assert outcome.rep_count == 1
 
 
+def test_shoulders_pulled_above_the_hands_are_still_on_the_bar() -> None:
+    chest_to_bar = PullUpPose(elbow_deg=5.0)
+    outcome = run(PULL_UP, script(*stay(chest_to_bar, 1.5), Move(0.9, HANG), *pull_up_reps(1)))
+    assert outcome.violation is None
+    assert outcome.rep_count == 2
+
+
 def test_someone_standing_before_mounting_is_not_off_the_bar() -> None:
     standing = dataclasses.replace(HANG, on_bar=False)
     moves = [Move(2.0, standing), Move(0.2, HANG), Move(0.5, HANG), *pull_up_reps(2)]

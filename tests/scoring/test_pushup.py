@@ -41,7 +41,7 @@ def test_evidence_carries_frames_and_the_measures_that_decided() -> None:
     assert 1.05 <= evidence.bottom_time_s <= 1.25
     measures = evidence.measures
     assert measures["min_elbow_angle_deg"] < 65.0
-    assert measures["lockout_elbow_angle_deg"] >= 160.0
+    assert measures["lockout_elbow_angle_deg"] >= 155.0
     assert measures["min_body_line_angle_deg"] > 175.0
     assert measures["shoulder_elbow_depth"] > 0.3
 
@@ -126,13 +126,14 @@ def test_arms_not_extended_between_reps_is_a_foul() -> None:
     ]
     outcome = run(PUSH_UP, script(*half))
     assert outcome.foul_codes == [FoulCode.ARMS_NOT_EXTENDED]
-    assert outcome.fouls[0].evidence.measures["lockout_elbow_angle_deg"] < 160.0
+    assert outcome.fouls[0].evidence.measures["lockout_elbow_angle_deg"] < 155.0
     assert outcome.rep_count == 1
 
 
-def test_a_single_frame_of_broken_body_line_is_tolerated() -> None:
-    clean = script(*push_up_reps(1))
-    sagging = script(*push_up_reps(1, bottom=PushUpPose(hip_offset_cm=20.0)))
+@pytest.mark.parametrize("fps", [20.0, 8.0])
+def test_a_single_frame_of_broken_body_line_is_tolerated(fps: float) -> None:
+    clean = script(*push_up_reps(1), fps=fps)
+    sagging = script(*push_up_reps(1, bottom=PushUpPose(hip_offset_cm=20.0)), fps=fps)
     bottom = max(index for index, frame in enumerate(clean) if frame.time_s <= 1.15)
     glitched = [*clean[:bottom], sagging[bottom], *clean[bottom + 1 :]]
     assert run(PUSH_UP, glitched).rep_count == 1

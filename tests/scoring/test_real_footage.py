@@ -14,13 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.evaluation import (
-    ReferenceTrack,
-    evaluate_manifest,
-    load_reference_track,
-    match_rep_times,
-    score_track,
-)
+from engines.tracks import PoseTrack, load_reference_json
+from server.evaluation import evaluate_manifest, match_rep_times, score_track
 from server.scoring import LEVELS, Exercise
 from tests.scoring.runs import SHIPPED_RULES
 
@@ -41,8 +36,8 @@ def _clips() -> list[dict[str, Any]]:
     return entries
 
 
-def _track(clip: dict[str, Any]) -> ReferenceTrack:
-    return load_reference_track(REFERENCE / (Path(clip["file"]).stem + ".mediapipe.json"))
+def _track(clip: dict[str, Any]) -> PoseTrack:
+    return load_reference_json(REFERENCE / (Path(clip["file"]).stem + ".mediapipe.json"))
 
 
 CLIPS = [pytest.param(clip, id=Path(clip["file"]).stem) for clip in _clips()] or [
@@ -78,7 +73,7 @@ def test_each_clip_counts_the_same_at_every_level(clip: dict[str, Any]) -> None:
 def test_each_clip_still_counts_at_half_the_frame_rate(clip: dict[str, Any]) -> None:
     """A live camera at 20 fps, or an engine that skips frames, sees fewer frames than the file."""
     track = _track(clip)
-    every_other = ReferenceTrack(track.frame_index[::2], track.time_s[::2], track.keypoints[::2])
+    every_other = PoseTrack(track.frame_index[::2], track.time_s[::2], track.keypoints[::2])
     report = score_track(every_other, Exercise(clip["exercise"]), 5, SHIPPED_RULES)
     assert report.rep_count == clip["full_reps"]
 
@@ -90,7 +85,7 @@ def test_each_clip_survives_a_pixel_of_extra_jitter(clip: dict[str, Any]) -> Non
     noise = np.random.default_rng(5).uniform(-1.0, 1.0, track.keypoints[..., :2].shape)
     keypoints = track.keypoints.copy()
     keypoints[..., :2] += noise.astype(np.float32)
-    jittered = ReferenceTrack(track.frame_index, track.time_s, keypoints)
+    jittered = PoseTrack(track.frame_index, track.time_s, keypoints)
     report = score_track(jittered, Exercise(clip["exercise"]), 5, SHIPPED_RULES)
     assert report.rep_count == clip["full_reps"]
 

@@ -29,7 +29,7 @@ def test_level_five_is_the_official_standard() -> None:
     level5 = level_rules(load_rules().push_up, 5)
     assert level5.depth_elbow_max_deg == 90.0
     assert level5.depth_shoulder_elbow_min == 0.0
-    assert level5.body_line_min_deg == 165.0
+    assert level5.body_line_min_deg == 160.0
 
 
 def _edited(old: str, new: str, count: int = 1) -> str:
@@ -94,7 +94,7 @@ BAD_RULES = [
         id="level5-more-lenient-than-level4",
     ),
     pytest.param(
-        _replace_in_level5("lockout_elbow_min_deg", "lockout_elbow_min_deg = 150.0"),
+        _replace_in_level5("lockout_elbow_min_deg", "lockout_elbow_min_deg = 145.0"),
         "pushup.level5.lockout_elbow_min_deg",
         id="lockout-looser-than-level4",
     ),

@@ -135,3 +135,11 @@ def test_hip_lift_tolerance_comes_from_the_rules() -> None:
     strict = dataclasses.replace(SHIPPED_RULES.sit_up[4], hip_lift_max_ratio=0.05)
     rules = dataclasses.replace(SHIPPED_RULES, sit_up=(*SHIPPED_RULES.sit_up[:4], strict))
     assert run(SIT_UP, lifted, level=5, rules=rules).foul_codes == [FoulCode.HIPS_LIFTED]
+
+
+def test_a_rise_reaching_the_level_top_counts_even_below_the_rising_line() -> None:
+    # Level 1 takes a torso above 50° as a rise, but its top (hip angle ≤ 100°) comes at about 40°:
+    # reaching the top must start the attempt, or level 1 would count less than level 2.
+    shallow = script(*sit_up_reps(2, top_deg=48.0))
+    counts = [run(SIT_UP, shallow, level).rep_count for level in (1, 2, 3)]
+    assert counts == [2, 2, 0]
