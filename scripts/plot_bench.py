@@ -17,7 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def plot_sweep(report: dict[str, Any], output: Path) -> None:
@@ -29,12 +29,12 @@ def plot_sweep(report: dict[str, Any], output: Path) -> None:
     latency.plot(cameras, [run["latency_p50_ms"] for run in runs], "o-", label="p50")
     latency.plot(cameras, [run["latency_p99_ms"] for run in runs], "s--", label="p99")
     latency.set_ylabel("frame → event latency (ms)")
-    latency.set_yscale("log")
+    latency.set_ylim(bottom=0)
     latency.legend(loc="upper left")
     skipped.plot(cameras, [run["skipped_pct"] for run in runs], "o-", color="tab:red")
     skipped.axhline(report["criteria"]["max_skipped_pct"], color="grey", linestyle=":")
     skipped.set_ylabel("frames skipped (%)")
-    skipped.set_xlabel("cameras (720p H.264, %d frames/s each)" % runs[0]["fps"])
+    skipped.set_xlabel(f"cameras ({runs[0]['fps']} frames/s each, {runs[0]['transport']})")
     skipped.set_xticks(cameras)
     for axes in (latency, skipped):
         axes.grid(True, alpha=0.3)

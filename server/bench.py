@@ -160,6 +160,13 @@ def _cpu_s(stat_path: str) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _box_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        ticks = [int(value) for value in stat.readline().split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # idle and iowait are not busy
+
+
 def _thread_group(name: str | None) -> str:
     if name is None:
         return "native (FFmpeg decoders, gRPC core)"
@@ -194,6 +201,8 @@ class _Snapshot:
     batches: float
     batched_frames: float
     rtsp_cpu_s: float | None
+    box_jiffies: tuple[int, int]
+    rss_mib: float
 
     @classmethod
     def take(cls, running: FitscoreServer, rtsp_pid: int | None) -> _Snapshot:
@@ -207,7 +216,15 @@ class _Snapshot:
             batches=value("fitscore_batch_size_count") or 0.0,
             batched_frames=value("fitscore_batch_size_sum") or 0.0,
             rtsp_cpu_s=None if rtsp_pid is None else _cpu_s(f"/proc/{rtsp_pid}/stat"),
+            box_jiffies=_box_jiffies(),
+            rss_mib=rss_mib(),
         )
+
+    def box_cpu_pct(self, before: _Snapshot) -> float:
+        """The whole machine's busy CPU meanwhile (every process), % of one core."""
+        busy = self.box_jiffies[0] - before.box_jiffies[0]
+        total = self.box_jiffies[1] - before.box_jiffies[1]
+        return 100.0 * (os.cpu_count() or 1) * busy / total if total else 0.0
 
     def cpu_by_thread_pct(self, before: _Snapshot) -> dict[str, float]:
         """Per thread group, % of one core; threads that ended meanwhile are 'exited'."""
@@ -222,13 +239,15 @@ class _Snapshot:
 # --- one run -------------------------------------------------------------------------------------
 
 
-def bench_settings(video_root: Path, model_dir: Path, cameras: int, max_gap_s: float) -> Settings:
+def bench_settings(
+    video_root: Path, model_dir: Path, cameras: int, *, max_gap_s: float, workers: int = 0
+) -> Settings:
     """The real server's settings for a benchmark or soak on 127.0.0.1 (any free port)."""
     return Settings(
         listen="127.0.0.1:0",
         video_root=video_root,
         log_level="WARNING",
-        engine=EngineSettings(model_dir=model_dir),
+        engine=EngineSettings(model_dir=model_dir, workers=workers),
         camera=CameraSettings(loop_files=True, max_gap_s=max_gap_s),
         limits=LimitSettings(max_assessments=max(cameras, LimitSettings().max_assessments)),
         security=SecuritySettings(allow_file_sources=True),
@@ -295,6 +314,9 @@ class BenchRun:
     cpu_pct: float
     cpu_by_thread_pct: dict[str, float]
     rtsp_server_cpu_pct: float | None
+    box_cpu_pct: float
+    """Every process on the machine (other users' included), % of one core; max 100 × cores."""
+    rss_mib_start: float
     rss_mib_max: float
     rss_mib_end: float
     inference_workers: int
@@ -412,6 +434,8 @@ async def measure_run(
         cpu_pct=100.0 * (after.cpu_s - before.cpu_s) / wall_s,
         cpu_by_thread_pct=after.cpu_by_thread_pct(before),
         rtsp_server_cpu_pct=None if rtsp_s is None else 100.0 * rtsp_s / wall_s,
+        box_cpu_pct=after.box_cpu_pct(before),
+        rss_mib_start=before.rss_mib,
         rss_mib_max=max(rss_samples),
         rss_mib_end=rss_samples[-1],
         inference_workers=sum(
@@ -446,11 +470,18 @@ def start_rtsp_server(mounts: dict[str, Path]) -> Any:
 
 
 async def bench_once(
-    cameras: int, source: Path, *, fps: int, seconds: float, rtsp: bool, model_dir: Path
+    cameras: int,
+    source: Path,
+    *,
+    fps: int,
+    seconds: float,
+    rtsp: bool,
+    model_dir: Path,
+    workers: int = 0,
 ) -> BenchRun:
     """A fresh server, ``cameras`` cameras on ``source`` for ``seconds``, measured."""
     with tempfile.TemporaryDirectory(prefix="fitscore-bench-") as work:
-        settings = bench_settings(Path(work), model_dir, cameras, max_gap_s=10.0)
+        settings = bench_settings(Path(work), model_dir, cameras, max_gap_s=10.0, workers=workers)
         rtsp_server = (
             start_rtsp_server({f"/cam{index}": source for index in range(cameras)})
             if rtsp
@@ -528,12 +559,12 @@ async def sweep(
 
 
 def format_run(run: BenchRun) -> str:
-    latency = f"{run.latency_p50_ms}/{run.latency_p99_ms} ms"
+    held = "yes" if run.realtime else "NO "
     return (
-        f"N={run.cameras:<3} real time {'yes' if run.realtime else 'NO '}  "
-        f"skipped {run.skipped_pct:5.2f} %  received {run.received_pct:6.2f} %  "
-        f"pace {run.pace_min}  p50/p99 {latency}  CPU {run.cpu_pct:5.1f} %  "
-        f"RSS {run.rss_mib_max:.0f} MiB  batch {run.mean_batch_size}  "
+        f"N={run.cameras:<3} real time {held}  skipped {run.skipped_pct:5.2f} %  "
+        f"received {run.received_pct:6.2f} %  pace {run.pace_min or 0:.3f}  "
+        f"p50/p99 {run.latency_p50_ms or 0:.0f}/{run.latency_p99_ms or 0:.0f} ms  "
+        f"CPU {run.cpu_pct:3.0f} % (box {run.box_cpu_pct:3.0f} %)  RSS {run.rss_mib_max:.0f} MiB  "
         f"load {run.load_average_start[0]:.2f}"
         + (f"  ({'; '.join(run.failed_checks)})" if run.failed_checks else "")
     )
@@ -551,6 +582,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--output", type=Path, help="also write the JSON report here")
     parser.add_argument("--model-dir", type=Path, default=EngineSettings().model_dir)
+    parser.add_argument("--workers", type=int, default=0, help="engine.workers (0 = default)")
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     parser.add_argument("--soak", type=float, metavar="MINUTES", help="endurance run instead")
     parser.add_argument("--faults", action="store_true", help="soak: kill/restart cameras")
@@ -591,6 +623,7 @@ def bench_command(arguments: argparse.Namespace) -> int:
             seconds=arguments.seconds,
             rtsp=arguments.rtsp,
             model_dir=arguments.model_dir,
+            workers=arguments.workers,
         )
 
     def progress(result: BenchRun) -> None:

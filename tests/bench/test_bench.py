@@ -118,6 +118,8 @@ def test_two_cameras_report_consistent_numbers(
     assert report["cpu_pct"] > 0
     assert sum(report["cpu_by_thread_pct"].values()) == pytest.approx(report["cpu_pct"], abs=1.0)
     assert report["rss_mib_max"] >= report["rss_mib_end"] > 0
+    assert report["rss_mib_max"] >= report["rss_mib_start"] > 0
+    assert report["box_cpu_pct"] <= 100 * report["cores"] + 1
     assert report["rtsp_server_cpu_pct"] is None
     assert len(report["load_average_start"]) == 3
 
@@ -161,7 +163,8 @@ def _run(cameras: int, *, realtime: bool) -> BenchRun:
         frames_received=20 * cameras, frames_judged=20 * cameras, frames_skipped=0,
         received_pct=100.0, skipped_pct=0.0, pace_min=1.0, end_reasons={"COMPLETED": cameras},
         latency_samples=20 * cameras, latency_p50_ms=10.0, latency_p99_ms=20.0, wall_s=1.0,
-        cpu_pct=50.0, cpu_by_thread_pct={}, rtsp_server_cpu_pct=None, rss_mib_max=100.0,
+        cpu_pct=50.0, cpu_by_thread_pct={}, rtsp_server_cpu_pct=None, box_cpu_pct=60.0,
+        rss_mib_start=90.0, rss_mib_max=100.0,
         rss_mib_end=100.0, inference_workers=1, inference_batches=20, mean_batch_size=1.0,
         mean_inference_ms=5.0, inference_busy_pct=10.0, load_average_start=[0.0, 0.0, 0.0],
         load_average_end=[0.0, 0.0, 0.0],
