@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from engines.models import DEFAULT_MODEL_DIR, fetch_command
 from server import evaluation
 from server.app import create_server
+from server.bench import add_bench_arguments, bench_command
 from server.settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger("server")
@@ -56,7 +58,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_evaluate_arguments(evaluate)
     evaluate.set_defaults(handler=evaluation.evaluate_command)
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure: cameras per box (default), endurance (--soak) or the pose engine (engine)",
+    )
+    bench.add_argument(
+        "mode",
+        nargs="?",
+        choices=["engine"],
+        help="`engine`: images/s of the landmark model and frames/s of the pipeline",
+    )
+    add_bench_arguments(bench)
+    bench.add_argument("--runtime", default="onnxruntime", help="engine mode: the runtime")
+    bench.add_argument("--threads", type=int, help="engine mode: ONNX Runtime threads per call")
+    bench.add_argument("--max-frames", type=int, help="engine mode: frames of --source to use")
+    bench.set_defaults(handler=_bench_command)
     return parser
+
+
+def _bench_command(arguments: argparse.Namespace) -> int:
+    if arguments.mode != "engine":
+        return bench_command(arguments)
+    from engines.benchmark import bench_engine, format_report
+
+    result = bench_engine(
+        arguments.model_dir,
+        arguments.source,
+        runtime=arguments.runtime,
+        threads=arguments.threads,
+        max_frames=arguments.max_frames,
+    )
+    print(json.dumps(result, indent=1) if arguments.json else format_report(result))
+    return 0
 
 
 def _serve_command(arguments: argparse.Namespace) -> int:

@@ -78,6 +78,7 @@ class FrameBatcher:
         self._slots: dict[str, _Slot] = {}
         self._condition = threading.Condition()
         self._stopping = False
+        self._idle_workers = 0
         self._threads = [
             threading.Thread(target=self._run, name=f"fitscore-batcher-{number}", daemon=True)
             for number in range(max(1, workers))
@@ -147,7 +148,9 @@ class FrameBatcher:
         """Wait for frames and take one batch; None when stopping."""
         with self._condition:
             while not self._stopping and not self._ready():
+                self._idle_workers += 1
                 self._condition.wait()
+                self._idle_workers -= 1
             if self._stopping:
                 return None
             deadline = time.monotonic() + self._max_wait_s
@@ -157,7 +160,14 @@ class FrameBatcher:
                     slot.frame is None and not slot.in_flight for slot in self._slots.values()
                 )
                 remaining_s = deadline - time.monotonic()
-                if len(ready) >= self._max_batch or not waiting_for_more or remaining_s <= 0:
+                # An idle worker would take the next camera's frame at once: waiting for it to
+                # fill this batch only adds latency (the CPU case, where batches do not pay).
+                if (
+                    len(ready) >= self._max_batch
+                    or not waiting_for_more
+                    or remaining_s <= 0
+                    or self._idle_workers > 0
+                ):
                     break
                 self._condition.wait(remaining_s)
             ready = sorted(self._ready(), key=lambda item: item[1].handed_over_monotonic)
@@ -174,6 +184,8 @@ class FrameBatcher:
             batch = self._take_batch()
             if batch is None:
                 return
+            if not batch:  # another worker took the frames while this one waited
+                continue
             try:
                 self._infer(batch)
             finally:

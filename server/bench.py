@@ -18,19 +18,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import hashlib
 import importlib.util
 import json
 import math
+import multiprocessing
 import os
 import resource
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -591,19 +593,35 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-interval-s", type=float, default=10.0, help="soak")
 
 
+def _usage_error(message: str) -> int:
+    print(f"fitscore-server bench: {message}", file=sys.stderr)
+    return 2
+
+
+def run_in_fresh_process(cameras: int, source: Path, options: dict[str, Any]) -> BenchRun:
+    """One run in a process of its own: nothing an earlier run left behind counts (RSS)."""
+    return asyncio.run(bench_once(cameras, source, **options))
+
+
+async def _sweep_in_fresh_processes(
+    source: Path, options: dict[str, Any], max_cameras: int, report: Callable[[BenchRun], None]
+) -> dict[str, Any]:
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn, max_tasks_per_child=1) as pool:
+
+        async def run(cameras: int) -> BenchRun:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(pool, run_in_fresh_process, cameras, source, options)
+
+        return await sweep(run, max_cameras, report)
+
+
 def bench_command(arguments: argparse.Namespace) -> int:
     """Run what the arguments ask for; prints a table or JSON. Exit 2 on a usage error."""
     if arguments.source is None or not arguments.source.is_file():
-        print(
-            f"fitscore-server bench: --source: no such video: {arguments.source}", file=sys.stderr
-        )
-        return 2
+        return _usage_error(f"--source: no such video: {arguments.source}")
     if arguments.cameras < 1 or arguments.fps < 1 or arguments.seconds <= 0:
-        print(
-            "fitscore-server bench: --cameras, --fps and --seconds must be positive",
-            file=sys.stderr,
-        )
-        return 2
+        return _usage_error("--cameras, --fps and --seconds must be positive")
     if arguments.soak is not None:
         from server.soak import soak_command  # soak builds on this module
 
@@ -614,35 +632,31 @@ def bench_command(arguments: argparse.Namespace) -> int:
         min_seconds=arguments.seconds + SOURCE_MARGIN_S,
         cache_dir=arguments.cache_dir,
     )
-
-    def run(cameras: int) -> Coroutine[Any, Any, BenchRun]:
-        return bench_once(
-            cameras,
-            source,
-            fps=arguments.fps,
-            seconds=arguments.seconds,
-            rtsp=arguments.rtsp,
-            model_dir=arguments.model_dir,
-            workers=arguments.workers,
-        )
+    options = {
+        "fps": arguments.fps,
+        "seconds": arguments.seconds,
+        "rtsp": arguments.rtsp,
+        "model_dir": arguments.model_dir,
+        "workers": arguments.workers,
+    }
 
     def progress(result: BenchRun) -> None:
         print(format_run(result), file=sys.stderr if arguments.json else sys.stdout, flush=True)
 
     report: dict[str, Any]
     if arguments.sweep:
-        report = asyncio.run(sweep(run, arguments.max_cameras, progress))
+        report = asyncio.run(
+            _sweep_in_fresh_processes(source, options, arguments.max_cameras, progress)
+        )
         summary = f"max real-time cameras: {report['max_realtime_cameras']}"
     else:
-        single = asyncio.run(run(arguments.cameras))
+        single = asyncio.run(bench_once(arguments.cameras, source, **options))
         progress(single)
         report, summary = single.to_dict(), ""
     text = json.dumps(report, indent=2)
     if arguments.output is not None:
         arguments.output.parent.mkdir(parents=True, exist_ok=True)
         arguments.output.write_text(text + "\n", encoding="utf-8")
-    if arguments.json:
-        print(text, flush=True)
-    elif summary:
-        print(summary, flush=True)
+    if arguments.json or summary:
+        print(text if arguments.json else summary, flush=True)
     return 0

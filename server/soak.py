@@ -251,6 +251,7 @@ async def soak(
     samples: list[ProcessSample] = []
     fault_log: list[dict[str, Any]] = []
     rtsp_servers: list[Any] = []
+    background: list[asyncio.Task[None]] = []
     with tempfile.TemporaryDirectory(prefix="fitscore-soak-") as work:
         try:
             # The servers die with the thread that started them: start them all on one thread.
@@ -279,6 +280,7 @@ async def soak(
                     if faults
                     else asyncio.sleep(0)
                 )
+                background += [sampler, injector]
                 async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
                     stub = pb_grpc.AssessmentServiceStub(channel)
                     await asyncio.gather(
@@ -299,6 +301,8 @@ async def soak(
                 sampler.cancel()
                 load_end, names_end = os.getloadavg(), thread_names()
             finally:
+                for task in background:
+                    task.cancel()  # after a failure: no fault may hit the teardown
                 await running.stop(10.0)
         finally:
             for camera in rtsp_servers:
