@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import pytest
 
 from client import assessment_pb2 as pb
@@ -176,3 +177,61 @@ def test_sigterm_finishes_every_assessment(
         assert final.end_reason == pb.END_REASON_SHUTDOWN
         assert Path(final.video_path).is_file()
         assert not Path(final.video_path + ".part").exists()
+
+
+def test_evidence_survives_a_killed_server(
+    rtsp_camera: RtspCameraFactory, pushup_clip: Path, tmp_path: Path
+) -> None:
+    """SIGKILL mid-assessment: the partial video plays, the events are on disk, and the next
+    start-up finalises the video under its own name."""
+    camera = rtsp_camera({"/lane1": pushup_clip}, loop=True)
+    video_root = tmp_path / "videos"
+    port = _free_port()
+    command = [sys.executable, "-m", "server", "serve", "--listen", f"127.0.0.1:{port}"]
+    command += ["--video-root", str(video_root)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as server:
+        assert server.stdout is not None
+        assert b"serving on port" in server.stdout.readline()
+        assert b"ready" in server.stdout.readline()
+
+        async def start_and_wait() -> pb.Assessment:
+            import grpc
+
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.AssessmentServiceStub(channel)
+                started = await stub.StartAssessment(
+                    pb.StartAssessmentRequest(
+                        camera_id="lane1",
+                        source_url=camera.url("/lane1"),
+                        frame_count=2440,
+                        output_path="killed.mp4",
+                    )
+                )
+                await asyncio.sleep(5)
+                return started.assessment
+
+        assessment = asyncio.run(start_and_wait())
+        server.kill()
+        server.wait(10)
+    video = Path(assessment.video_path)
+    partial = video.with_name(video.name + ".part")
+    assert partial.is_file()
+    assert not video.exists()
+    with av.open(str(partial)) as container:
+        frames_in_partial = sum(1 for _ in container.decode(video=0))
+    assert frames_in_partial >= 3 * 20  # ≥ 3 of the 5 seconds: at most a fragment is lost
+    events = read_jsonl(Path(assessment.events_path))
+    assert events[0].HasField("started")
+    assert [event.sequence for event in events] == list(range(1, len(events) + 1))
+
+    # The next server finalises the leftover at start-up.
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as server:
+        assert server.stdout is not None
+        assert b"serving on port" in server.stdout.readline()
+        assert b"ready" in server.stdout.readline()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    assert video.is_file()
+    assert not partial.exists()
+    with av.open(str(video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) >= frames_in_partial - 25
