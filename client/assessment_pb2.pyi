@@ -664,11 +664,16 @@ class Started(_message.Message):
     FRAME_WIDTH_FIELD_NUMBER: _builtins.int
     FRAME_HEIGHT_FIELD_NUMBER: _builtins.int
     CAMERA_FPS_FIELD_NUMBER: _builtins.int
+    ASSESSMENT_FIELD_NUMBER: _builtins.int
     camera_id: _builtins.str
     frame_width: _builtins.int
     frame_height: _builtins.int
     camera_fps: _builtins.float
     """Frames per second the camera reports (0 when unknown)."""
+    @_builtins.property
+    def assessment(self) -> Global___Assessment:
+        """The assessment as it started: its parameters and labels, state RUNNING."""
+
     def __init__(
         self,
         *,
@@ -676,10 +681,11 @@ class Started(_message.Message):
         frame_width: _builtins.int = ...,
         frame_height: _builtins.int = ...,
         camera_fps: _builtins.float = ...,
+        assessment: Global___Assessment | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_fps", b"camera_fps", "camera_id", b"camera_id", "frame_height", b"frame_height", "frame_width", b"frame_width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "camera_fps", b"camera_fps", "camera_id", b"camera_id", "frame_height", b"frame_height", "frame_width", b"frame_width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -813,7 +819,10 @@ Global___Progress: _TypeAlias = Progress  # noqa: Y015
 
 @_typing.final
 class Finished(_message.Message):
-    """The assessment ended. The last event of every assessment."""
+    """The assessment ended. The last event of every assessment. If the server stopped without
+    finishing it (a crash, a power cut), the next start-up appends this event with END_REASON_FAILED
+    from what the event log holds, and finalises the video.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

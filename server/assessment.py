@@ -221,6 +221,7 @@ class AssessmentSession:
         event.started.CopyFrom(
             pb.Started(camera_id=self.plan.camera_id, frame_width=width, frame_height=height)
         )
+        event.started.assessment.CopyFrom(self.record)
         self._emit(event)
 
     def _resolve(self) -> None:

@@ -50,6 +50,19 @@ class EventLog:
             jsonl_path.parent.mkdir(parents=True, exist_ok=True)
             self._jsonl = jsonl_path.open("a", encoding="utf-8")
 
+    @classmethod
+    def restore(
+        cls, assessment_id: str, events: list[pb.AssessmentEvent], *, jsonl_path: Path
+    ) -> EventLog:
+        """A log holding ``events`` read back from ``jsonl_path`` (appends go on after them)."""
+        labels = dict(events[0].labels) if events else {}
+        log = cls(assessment_id, labels=labels, jsonl_path=jsonl_path)
+        log._events = list(events)
+        if events and events[-1].WhichOneof("payload") == "finished":
+            log._closed = True
+            log._close_file()
+        return log
+
     @property
     def last_sequence(self) -> int:
         return len(self._events)

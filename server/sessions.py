@@ -32,6 +32,7 @@ from server.errors import (
 from server.events import EventLog
 from server.metrics import Metrics
 from server.recording import InsufficientSpace, Recorder, RecordingError, recover_leftovers
+from server.recovery import RestoredAssessment, recent_event_logs, restore
 from server.scoring import Rules, create_scorer
 from server.settings import Settings
 from server.translation import EXERCISES
@@ -47,7 +48,8 @@ NOMINAL_FPS = 20.0
 class _Held:
     """One assessment as the manager holds it."""
 
-    plan: AssessmentPlan
+    plan: AssessmentPlan | None
+    """None for an assessment restored from an earlier run's event log."""
     record: pb.Assessment
     log: EventLog
     session: AssessmentSession | None = None
@@ -98,6 +100,10 @@ class SessionManager:
                 recovered.frames,
                 len(recovered.parts),
             )
+        for restored in await asyncio.to_thread(
+            _restore_all, video_root, self._settings.limits.retention_s
+        ):
+            self._adopt(restored)
         engine = await asyncio.to_thread(self._engine_factory)
         engine_settings = self._settings.engine
         workers = engine_settings.workers or (
@@ -120,6 +126,28 @@ class SessionManager:
             batcher.workers,
         )
 
+    def _adopt(self, restored: RestoredAssessment) -> None:
+        record = restored.record
+        if record.assessment_id in self._held:
+            return
+        starting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        starting.set_result(None)
+        self._held[record.assessment_id] = _Held(
+            plan=None,
+            record=record,
+            log=restored.log,
+            starting=starting,
+            finished_monotonic=time.monotonic(),
+        )
+        if restored.interrupted:
+            logger.warning(
+                "assessment %s on camera %s was interrupted by a server stop: ended FAILED "
+                "with %d reps (its events are served again)",
+                record.assessment_id,
+                record.camera_id,
+                record.rep_count,
+            )
+
     # --- the RPCs ---------------------------------------------------------------------------
 
     async def start(self, plan: AssessmentPlan) -> pb.Assessment:
@@ -138,7 +166,7 @@ class SessionManager:
             raise FailedPrecondition(
                 f"camera {plan.camera_id!r} is running assessment {busy_with!r}"
             )
-        if any(held.plan.video_path == plan.video_path for held in self._held.values()):
+        if any(held.record.video_path == str(plan.video_path) for held in self._held.values()):
             raise AlreadyExists(f"output_path: {plan.video_path} is used by another assessment")
 
         held = self._reserve(plan)
@@ -154,7 +182,7 @@ class SessionManager:
 
     async def _repeat(self, existing: _Held, plan: AssessmentPlan) -> pb.Assessment:
         """The same assessment_id again: the same assessment, or ALREADY_EXISTS."""
-        if not existing.plan.same_parameters(plan):
+        if existing.plan is None or not existing.plan.same_parameters(plan):
             raise AlreadyExists(
                 f"assessment_id {plan.assessment_id!r} exists with different parameters"
             )
@@ -191,12 +219,13 @@ class SessionManager:
     def _unreserve(self, held: _Held) -> None:
         held.log.close()
         Path(held.record.events_path).unlink(missing_ok=True)
-        self._held.pop(held.plan.assessment_id, None)
-        if self._cameras_in_use.get(held.plan.camera_id) == held.plan.assessment_id:
-            del self._cameras_in_use[held.plan.camera_id]
+        self._held.pop(held.record.assessment_id, None)
+        if self._cameras_in_use.get(held.record.camera_id) == held.record.assessment_id:
+            del self._cameras_in_use[held.record.camera_id]
 
     async def _open(self, held: _Held, batcher: FrameBatcher) -> None:
         plan = held.plan
+        assert plan is not None
         scorer = create_scorer(EXERCISES[plan.exercise], plan.difficulty_level, self._rules)
         parts = Parts(
             batcher=batcher, metrics=self._metrics, max_gap_s=self._settings.camera.max_gap_s
@@ -242,13 +271,13 @@ class SessionManager:
         if held is None:
             return
         held.finished_monotonic = time.monotonic()
-        if self._cameras_in_use.get(held.plan.camera_id) == held.plan.assessment_id:
-            del self._cameras_in_use[held.plan.camera_id]
+        if self._cameras_in_use.get(held.record.camera_id) == held.record.assessment_id:
+            del self._cameras_in_use[held.record.camera_id]
         self._metrics.active_assessments.dec()
         self._metrics.assessments_finished.labels(pb.EndReason.Name(held.record.end_reason)).inc()
         logger.info(
             "assessment %s finished: %s, %d reps (%s)",
-            held.plan.assessment_id,
+            held.record.assessment_id,
             pb.EndReason.Name(held.record.end_reason),
             held.record.rep_count,
             held.record.end_detail,
@@ -339,6 +368,11 @@ class SessionManager:
         ]
         for assessment_id in expired:
             del self._held[assessment_id]
+
+
+def _restore_all(video_root: Path, max_age_s: float) -> list[RestoredAssessment]:
+    restored = (restore(path) for path in recent_event_logs(video_root, max_age_s))
+    return [item for item in restored if item is not None]
 
 
 def _start_error(plan: AssessmentPlan, error: BaseException) -> BaseException:

@@ -39,11 +39,9 @@ from server.bench import (
     bench_settings,
     count_end_reasons,
     follow_events,
-    open_fds,
-    prepare_source,
-    rss_mib,
     start_rtsp_server,
 )
+from server.bench_probes import open_fds, prepare_source, rss_mib
 from server.events import read_jsonl
 
 MIN_ASSESSMENT_S = 5.0

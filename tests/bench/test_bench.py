@@ -19,10 +19,10 @@ from server.bench import (
     BenchRun,
     add_bench_arguments,
     bench_command,
-    prepare_source,
     sweep,
     sweep_sizes,
 )
+from server.bench_probes import prepare_source
 from server.soak import Followed, event_problems, soak, video_problem
 from tests.support.rtsp import VideoFactory
 

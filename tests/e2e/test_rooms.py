@@ -224,13 +224,34 @@ def test_evidence_survives_a_killed_server(
     assert events[0].HasField("started")
     assert [event.sequence for event in events] == list(range(1, len(events) + 1))
 
-    # The next server finalises the leftover at start-up.
+    # The next server finalises the leftover video and ends the interrupted assessment, so a
+    # backend resuming its stream gets the end of it rather than NOT_FOUND.
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as server:
         assert server.stdout is not None
         assert b"serving on port" in server.stdout.readline()
         assert b"ready" in server.stdout.readline()
+
+        async def resume() -> tuple[pb.Assessment, list[pb.AssessmentEvent]]:
+            import grpc
+
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.AssessmentServiceStub(channel)
+                got = await stub.GetAssessment(
+                    pb.GetAssessmentRequest(assessment_id=assessment.assessment_id)
+                )
+                rest = await collect(stub, assessment.assessment_id, events[-1].sequence)
+                return got.assessment, rest
+
+        final, rest = asyncio.run(resume())
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0
+    assert final.state == pb.ASSESSMENT_STATE_FINISHED
+    assert final.end_reason == pb.END_REASON_FAILED
+    assert final.camera_id == "lane1"
+    assert final.frame_count == 2440
+    assert [event.sequence for event in rest] == [events[-1].sequence + 1]
+    assert rest[0].finished.assessment.end_reason == pb.END_REASON_FAILED
+    assert read_jsonl(Path(assessment.events_path))[-1] == rest[0]
     assert video.is_file()
     assert not partial.exists()
     with av.open(str(video)) as container:
