@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import grpc
@@ -53,6 +54,8 @@ class Connection:
     server_address: str
     token: str | None
     tls_root_certificates: bytes | None  # PEM; None = plaintext
+    tls_client_certificate: bytes | None = None  # PEM chain and key, for mutual TLS
+    tls_client_key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -107,17 +110,25 @@ def parse_command_line(argv: Sequence[str], environment: Mapping[str, str]) -> I
     """Parse and check the arguments (argparse exits with code 2 and a usage line on a bad one)."""
     parser, subparsers = _build_parser()
     arguments = parser.parse_args(argv)
-    tls_root_certificates = None
-    if arguments.tls_ca is not None:
+    pem: dict[str, bytes | None] = {}
+    for flag in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(arguments, flag)
         try:
-            with open(arguments.tls_ca, "rb") as certificate_file:
-                tls_root_certificates = certificate_file.read()
+            pem[flag] = None if path is None else Path(path).read_bytes()
         except OSError as error:
-            parser.error(f"argument --tls-ca: cannot read {arguments.tls_ca}: {error.strerror}")
+            parser.error(
+                f"argument --{flag.replace('_', '-')}: cannot read {path}: {error.strerror}"
+            )
+    if (pem["tls_cert"] is None) != (pem["tls_key"] is None) or (
+        pem["tls_cert"] is not None and pem["tls_ca"] is None
+    ):
+        parser.error("arguments --tls-cert and --tls-key go together, with --tls-ca")
     connection = Connection(
         server_address=arguments.server,
         token=arguments.token or environment.get(TOKEN_ENVIRONMENT_VARIABLE) or None,
-        tls_root_certificates=tls_root_certificates,
+        tls_root_certificates=pem["tls_ca"],
+        tls_client_certificate=pem["tls_cert"],
+        tls_client_key=pem["tls_key"],
     )
     command = _command_from_arguments(arguments, subparsers[arguments.command])
     return Invocation(connection=connection, json_output=arguments.json_output, command=command)
@@ -150,7 +161,11 @@ def exit_code_for(assessment: pb.Assessment) -> int:
 def _open_channel(connection: Connection) -> aio.Channel:
     if connection.tls_root_certificates is None:
         return aio.insecure_channel(connection.server_address)
-    credentials = grpc.ssl_channel_credentials(root_certificates=connection.tls_root_certificates)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=connection.tls_root_certificates,
+        private_key=connection.tls_client_key,
+        certificate_chain=connection.tls_client_certificate,
+    )
     return aio.secure_channel(connection.server_address, credentials)
 
 
@@ -324,6 +339,8 @@ def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
     )
     parser.add_argument("--token", help="bearer token (default: $FITSCORE_TOKEN)")
     parser.add_argument("--tls-ca", metavar="FILE", help="PEM root certificate(s); enables TLS")
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM client key (mutual TLS)")
     json_help = "print each event or assessment as protobuf JSON, one per line"
     parser.add_argument("--json", dest="json_output", action="store_true", help=json_help)
     # --json is accepted after the command too; SUPPRESS keeps the top-level value when absent.

@@ -236,3 +236,31 @@ async def test_not_serving_until_the_engine_is_warm(tmp_path: Path) -> None:
     finally:
         release.set()
         await server.stop(1)
+
+
+async def test_cli_talks_mutual_tls(
+    tmp_path: Path, certificates: Certificates, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from client.cli import parse_command_line, run
+
+    settings = Settings(
+        listen="127.0.0.1:0",
+        video_root=tmp_path / "videos",
+        security=SecuritySettings(
+            tls_cert_file=certificates.server_cert,
+            tls_key_file=certificates.server_key,
+            tls_client_ca_file=certificates.ca,
+        ),
+    )
+    server = await _serve(settings)
+    common = ["--server", f"localhost:{server.port}", "--tls-ca", str(certificates.ca)]
+    try:
+        with_certificate = [*common, "--tls-cert", str(certificates.client_cert)]
+        with_certificate += ["--tls-key", str(certificates.client_key), "list"]
+        assert await run(parse_command_line(with_certificate, {})) == 0
+        assert await run(parse_command_line([*common, "list"], {})) == 2
+        assert "UNAVAILABLE" in capsys.readouterr().err
+    finally:
+        await server.stop(1)
+    with pytest.raises(SystemExit):
+        parse_command_line([*common, "--tls-cert", str(certificates.client_cert), "list"], {})
