@@ -385,6 +385,12 @@ class AssessmentSession:
         finished.finished.assessment.CopyFrom(record)
         finished.finished.assessment.last_sequence = self.log.last_sequence + 1
         self._emit(finished)
+        # A finished assessment stays queryable for retention_s: keep its record and events only.
+        # The recorder holds the camera connection's stream (and its decoder threads) and the
+        # keypoints are on disk: let both go now.
+        self._recorder = None
+        self._lease = None
+        self._poses = PoseRecord()
         self._finished.set()
         self._on_finished(self)
 

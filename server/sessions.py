@@ -271,6 +271,7 @@ class SessionManager:
         if held is None:
             return
         held.finished_monotonic = time.monotonic()
+        held.session = None  # the record and the event log are all a finished assessment needs
         if self._cameras_in_use.get(held.record.camera_id) == held.record.assessment_id:
             del self._cameras_in_use[held.record.camera_id]
         self._metrics.active_assessments.dec()
