@@ -189,7 +189,7 @@ def _fetch(model_dir: Path, python: str) -> tuple[ModelFiles, bool]:
         tflite_bytes = tflite_path.read_bytes()
         _check_hash(tflite_path, tflite_bytes, source.sha256)
         onnx_bytes = source.convert(tflite_bytes)
-        _write_atomically(model_dir / source.onnx_name, onnx_bytes)
+        write_atomically(model_dir / source.onnx_name, onnx_bytes)
         entries[source.key] = {
             "tflite": source.tflite_name,
             "tflite_sha256": source.sha256,
@@ -203,7 +203,7 @@ def _fetch(model_dir: Path, python: str) -> tuple[ModelFiles, bool]:
         "converter_version": CONVERTER_VERSION,
         "models": entries,
     }
-    _write_atomically(files.manifest, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_atomically(files.manifest, (json.dumps(manifest, indent=2) + "\n").encode())
     problem = _find_problem(files)
     if problem is not None:  # e.g. another process rewrote a file meanwhile
         raise ModelError(f"models in {model_dir} still not consistent after fetching: {problem}")
@@ -273,7 +273,7 @@ def _download_tflite(model_dir: Path, sources: list[ModelSource], python: str) -
                 for source in sources:
                     data = wheel.read(source.wheel_member)
                     _check_hash(model_dir / source.tflite_name, data, source.sha256)
-                    _write_atomically(model_dir / source.tflite_name, data)
+                    write_atomically(model_dir / source.tflite_name, data)
         except (zipfile.BadZipFile, KeyError) as error:
             raise ModelDownloadError(
                 f"{wheels[0].name} is not the expected wheel: {error}"
@@ -297,8 +297,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over ``path``."""
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write beside ``path``, then rename over it: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("wb") as stream:

@@ -34,13 +34,13 @@ from engines import EngineError, RuntimeUnavailableError
 from engines.blazepose import DetectorOutputs, LandmarkOutputs
 from engines.cuda_memory import CudaApi, CudaRuntime
 from engines.fp16 import ensure_fp16_model
+from engines.models import write_atomically
 from engines.tensorrt_cache import (
     PRECISION_FP16,
     EngineCacheKey,
     GpuIdentity,
     batch_profile,
     build_lock,
-    write_atomically,
 )
 
 logger = logging.getLogger(__name__)

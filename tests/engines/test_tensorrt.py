@@ -22,13 +22,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from engines import EngineError, RuntimeUnavailableError
-from engines.models import ModelFiles
+from engines.models import ModelFiles, write_atomically
 from engines.tensorrt_cache import (
     EngineCacheKey,
     GpuIdentity,
     batch_profile,
     build_lock,
-    write_atomically,
 )
 from engines.tensorrt_runtime import TensorRtRunner, import_tensorrt
 from tests.engines.fake_tensorrt import GPU, FakeCuda, FakeEngine, FakeRuntime, FakeTensorRt
