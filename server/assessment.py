@@ -119,6 +119,11 @@ class AssessmentSession:
         self._last_skip_s: float | None = None
         self._camera_trouble = False
         self._poses = PoseRecord()
+        # Per-camera metric series, looked up once (they are counted per frame).
+        metrics, camera_id = parts.metrics, plan.camera_id
+        self._received_total = metrics.frames_received.labels(camera_id)
+        self._judged_total = metrics.frames_judged.labels(camera_id)
+        self._skipped_total = metrics.frames_skipped.labels(camera_id)
         self._ending: asyncio.Task[None] | None = None
         self._finished = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
@@ -176,7 +181,7 @@ class AssessmentSession:
             return True
         self._received += 1
         self._last_frame_monotonic = time.monotonic()
-        self._parts.metrics.frames_received.labels(plan.camera_id).inc()
+        self._received_total.inc()
         self._parts.batcher.submit(frame)
         return True
 
@@ -235,7 +240,7 @@ class AssessmentSession:
         if not self._accepting_results or self._first_index is None:
             return
         metrics = self._parts.metrics
-        metrics.frames_judged.labels(self.plan.camera_id).inc()
+        self._judged_total.inc()
         metrics.observe_frame_latency(time.monotonic() - timing.handed_over_monotonic)
         relative_index = frame.index - self._first_index
         stream_s = frame.time_s - self._first_time_s
@@ -294,7 +299,7 @@ class AssessmentSession:
         if not self._accepting_results or self._first_index is None:
             return
         self.record.frames_skipped += 1
-        self._parts.metrics.frames_skipped.labels(self.plan.camera_id).inc()
+        self._skipped_total.inc()
         elapsed_s = frame.time_s - self._first_time_s
         if self._last_skip_s is None:
             event = self._event(frame.index - self._first_index, elapsed_s)

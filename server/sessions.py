@@ -289,13 +289,7 @@ class SessionManager:
         return assessment_id in self._held
 
     def get(self, assessment_id: str) -> pb.Assessment:
-        held = self._find(assessment_id)
-        copy = pb.Assessment()
-        copy.CopyFrom(held.record)
-        if held.session is not None and not held.session.finished:
-            copy.frames_received = held.session.frames_received
-        copy.last_sequence = held.log.last_sequence
-        return copy
+        return _snapshot(self._find(assessment_id))
 
     def list(
         self,
@@ -305,8 +299,8 @@ class SessionManager:
     ) -> list[pb.Assessment]:
         self._forget_expired()
         chosen = [
-            self.get(assessment_id)
-            for assessment_id, held in list(self._held.items())
+            _snapshot(held)
+            for held in self._held.values()
             if (not camera_id or held.record.camera_id == camera_id)
             and (not state or held.record.state == state)
         ]
@@ -387,6 +381,16 @@ def _start_error(plan: AssessmentPlan, error: BaseException) -> BaseException:
     if isinstance(error, RecordingError):
         return AlreadyExists(f"output_path: {error}")
     return error
+
+
+def _snapshot(held: _Held) -> pb.Assessment:
+    """A copy of the assessment as a caller sees it now."""
+    copy = pb.Assessment()
+    copy.CopyFrom(held.record)
+    if held.session is not None and not held.session.finished:
+        copy.frames_received = held.session.frames_received
+    copy.last_sequence = held.log.last_sequence
+    return copy
 
 
 def _beside(video_path: Path, suffix: str) -> Path:

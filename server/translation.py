@@ -14,7 +14,6 @@ from client import assessment_pb2 as pb
 from server.scoring import (
     Exercise,
     Foul,
-    Phase,
     RepCounted,
     RepEvidence,
     Scorer,
@@ -96,7 +95,6 @@ def phase_of(scorer: Scorer) -> pb.Phase.ValueType:
 __all__ = [
     "EXERCISES",
     "MediaClock",
-    "Phase",
     "Translated",
     "evidence_message",
     "phase_of",
